@@ -1,0 +1,107 @@
+"""Local checks: decided from the in-memory snapshot alone, no network.
+
+A check is ``(call, now_ms) -> Denial | None``. Checks are built once at
+start-up as closures over the snapshot and run in a fixed, short-circuiting
+order (account, then symbol), so a call refused early spends nothing later.
+Cancels pass every state but DEACTIVATED: users must always be able to get
+out of risk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.model import AccountState, Action, SymbolStatus
+from gateway.reasons import Denial, Reason
+from gateway.snapshot import Snapshot
+from gateway.validation import OrderCall
+
+Check = Callable[[OrderCall, int], Denial | None]
+
+
+def account_state_check(snapshot: Snapshot) -> Check:
+    def check(call: OrderCall, now_ms: int) -> Denial | None:
+        record = snapshot.account_state(call.account_id, now_ms)
+        if record is None:
+            return None
+        state = record.value
+        if state == AccountState.DEACTIVATED:
+            return _account_denial(
+                Reason.ACCOUNT_DEACTIVATED, call, "DEACTIVATED", "account is deactivated"
+            )
+        if call.action is Action.CANCEL:
+            return None
+        if state == AccountState.FROZEN:
+            return _account_denial(
+                Reason.ACCOUNT_FROZEN,
+                call,
+                "FROZEN",
+                "account is frozen: only cancels are accepted",
+            )
+        if state == AccountState.REDUCE_ONLY and not _reduces(call):
+            return _account_denial(
+                Reason.ACCOUNT_REDUCE_ONLY,
+                call,
+                "REDUCE_ONLY",
+                "account is reduce-only: only reduce-only orders and cancels are accepted",
+            )
+        return None
+
+    return check
+
+
+def symbol_state_check(snapshot: Snapshot) -> Check:
+    def check(call: OrderCall, now_ms: int) -> Denial | None:
+        if call.symbol not in snapshot.symbols:
+            return Denial(
+                Reason.SYMBOL_UNKNOWN,
+                f"unknown symbol {call.symbol}",
+                {"limit": "symbol_status", "symbol": call.symbol},
+            )
+        if call.action is Action.CANCEL:
+            return None
+        record = snapshot.symbol_restriction(call.symbol, now_ms)
+        if record is None:
+            return None
+        status = record.value
+        if status == SymbolStatus.HALTED:
+            return _symbol_denial(
+                Reason.SYMBOL_HALTED, call, "HALTED", "trading is halted: only cancels are accepted"
+            )
+        if status == SymbolStatus.DELISTED:
+            return _symbol_denial(
+                Reason.SYMBOL_DELISTED,
+                call,
+                "DELISTED",
+                "symbol is delisted: only cancels are accepted",
+            )
+        if status == SymbolStatus.REDUCE_ONLY and not _reduces(call):
+            return _symbol_denial(
+                Reason.SYMBOL_REDUCE_ONLY,
+                call,
+                "REDUCE_ONLY",
+                "symbol is reduce-only: only reduce-only orders and cancels are accepted",
+            )
+        return None
+
+    return check
+
+
+def _reduces(call: OrderCall) -> bool:
+    # Amends carry no reduce-only flag: in reduce-only states they are refused
+    # (cancel and place a reduce-only order instead).
+    return call.action is Action.PLACE and call.reduce_only
+
+
+def _account_denial(reason: Reason, call: OrderCall, state: str, message: str) -> Denial:
+    return Denial(
+        reason, message, {"limit": "account_state", "account_id": call.account_id, "state": state}
+    )
+
+
+def _symbol_denial(reason: Reason, call: OrderCall, status: str, message: str) -> Denial:
+    return Denial(
+        reason,
+        f"{call.symbol}: {message}",
+        {"limit": "symbol_status", "symbol": call.symbol, "status": status},
+    )

@@ -1,0 +1,344 @@
+"""Client verbs of the CLI: ``admin ...`` for ops, ``order ...`` for trying order entry.
+
+People get tables; scripts pass ``--json``. A refused call prints the gRPC
+status, the ``ErrorInfo`` reason and metadata, and any bad fields, and exits 1;
+an unreachable gateway says so and exits 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, json_format
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc import aio
+from grpc_status import rpc_status
+from rich.console import Console
+from rich.table import Table
+
+from gateway._generated.pretrade.v1 import admin_pb2 as apb
+from gateway._generated.pretrade.v1 import admin_pb2_grpc, order_entry_pb2_grpc
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 3
+CALL_TIMEOUT_S = 5.0
+
+Call = Callable[[aio.Channel, argparse.Namespace], Awaitable[Message]]
+
+_ACCOUNT_STATES = {
+    n.removeprefix("ACCOUNT_STATE_").lower(): v for n, v in apb.AccountState.items() if v
+}
+_SYMBOL_STATUSES = {
+    n.removeprefix("SYMBOL_STATUS_").lower(): v for n, v in apb.SymbolStatus.items() if v
+}
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"PRETRADE_{name}", default)
+
+
+def _common(parser: argparse.ArgumentParser, addr_flag: str, env: str, default: str) -> None:
+    parser.add_argument(
+        addr_flag, dest="address", default=_env(env, default),
+        help=f"gateway address (env PRETRADE_{env}; default: {default})",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _change(parser: argparse.ArgumentParser, ttl: bool = True) -> None:
+    parser.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    parser.add_argument(
+        "--actor", default=_env("ACTOR", getpass.getuser()),
+        help="who (env PRETRADE_ACTOR; default: your user name)",
+    )  # fmt: skip
+    if ttl:
+        parser.add_argument(
+            "--ttl", help="lapse on its own after this long (500ms, 30s, 5m, 2h, 1d)"
+        )
+
+
+def add_admin_commands(commands: Any) -> None:
+    admin = commands.add_parser(
+        "admin", help="operations and risk controls (talks to the admin port)",
+        description="Change and inspect account and symbol states on a running gateway.",
+    )  # fmt: skip
+    _common(admin, "--admin-addr", "ADMIN_ADDR", "127.0.0.1:50052")
+    verbs = admin.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("set-account", help="set an account's state")
+    p.add_argument("account_id")
+    p.add_argument("state", choices=sorted(_ACCOUNT_STATES))
+    _change(p)
+    p.set_defaults(call=_set_account)
+
+    p = verbs.add_parser("show-account", help="show an account's state")
+    p.add_argument("account_id")
+    p.set_defaults(call=_show_account)
+
+    p = verbs.add_parser("set-symbol", help="set a symbol's trading status")
+    p.add_argument("symbol")
+    p.add_argument("status", choices=sorted(_SYMBOL_STATUSES))
+    _change(p)
+    p.set_defaults(call=_set_symbol)
+
+    p = verbs.add_parser("upsert-symbol", help="create or change a symbol's definition")
+    p.add_argument("symbol")
+    p.add_argument("--product", required=True, help='e.g. "spot", "perpetual"')
+    p.add_argument("--base", required=True, help="base asset, e.g. BTC")
+    p.add_argument("--quote", required=True, help="quote asset, e.g. USDT")
+    _change(p, ttl=False)
+    p.set_defaults(call=_upsert_symbol)
+
+    p = verbs.add_parser("show-symbol", help="show a symbol's definition and status")
+    p.add_argument("symbol")
+    p.set_defaults(call=_show_symbol)
+
+    p = verbs.add_parser("restrictions", help="list restricted accounts and symbols")
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token", default="")
+    p.set_defaults(call=_restrictions)
+
+    admin.set_defaults(handler=_run_admin)
+
+
+def add_order_commands(commands: Any) -> None:
+    order = commands.add_parser(
+        "order", help="send order-entry calls (place, cancel, amend) to a gateway",
+        description="A small order-entry client, for trying the gateway out.",
+    )  # fmt: skip
+    _common(order, "--addr", "ADDR", "127.0.0.1:50051")
+    verbs = order.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("place", help="place an order")
+    p.add_argument("--account", required=True)
+    p.add_argument("--symbol", required=True)
+    p.add_argument("--side", required=True, choices=["buy", "sell"])
+    p.add_argument("--type", default="limit", choices=["limit", "market"])
+    p.add_argument("--qty", required=True, help="decimal quantity, e.g. 0.5")
+    p.add_argument("--price", default="", help="decimal price (limit orders)")
+    p.add_argument("--leverage", type=int, default=0)
+    p.add_argument("--reduce-only", action="store_true")
+    p.add_argument("--tif", choices=["gtc", "ioc", "fok"])
+    p.add_argument("--client-order-id", default="")
+    p.set_defaults(call=_place)
+
+    p = verbs.add_parser("cancel", help="cancel an order")
+    p.add_argument("--account", required=True)
+    p.add_argument("--symbol", required=True)
+    p.add_argument("--order-id", default="")
+    p.add_argument("--client-order-id", default="")
+    p.set_defaults(call=_cancel)
+
+    p = verbs.add_parser("amend", help="change a resting order's quantity and/or price")
+    p.add_argument("--account", required=True)
+    p.add_argument("--symbol", required=True)
+    p.add_argument("--order-id", default="")
+    p.add_argument("--client-order-id", default="")
+    p.add_argument("--qty", default="")
+    p.add_argument("--price", default="")
+    p.set_defaults(call=_amend)
+
+    order.set_defaults(handler=_run_admin)
+
+
+# -- running -------------------------------------------------------------------
+
+
+def _run_admin(args: argparse.Namespace) -> int:
+    return asyncio.run(_call(args))
+
+
+async def _call(args: argparse.Namespace) -> int:
+    console = Console()
+    async with aio.insecure_channel(args.address) as channel:
+        try:
+            response = await args.call(channel, args)
+        except aio.AioRpcError as exc:
+            return _report_error(exc, args)
+    if args.json:
+        print(json_format.MessageToJson(response, preserving_proto_field_name=True))
+    else:
+        console.print(_render(response))
+    return 0
+
+
+def _report_error(exc: aio.AioRpcError, args: argparse.Namespace) -> int:
+    if exc.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    ) and not _has_details(exc):
+        print(f"pretrade-gateway: cannot reach {args.address}: {exc.details()}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    info = _error_details(exc)
+    if args.json:
+        import json
+
+        print(json.dumps({"code": exc.code().name, "message": exc.details(), **info}, indent=2))
+    else:
+        err = Console(stderr=True)
+        err.print(f"[bold red]{exc.code().name}[/]: {exc.details()}")
+        if info.get("reason"):
+            err.print(f"  reason: [bold]{info['reason']}[/]")
+        for key, value in sorted(info.get("metadata", {}).items()):
+            err.print(f"  {key}: {value}")
+        for violation in info.get("field_violations", []):
+            err.print(f"  field [bold]{violation['field']}[/]: {violation['description']}")
+        if "retry_delay_ms" in info:
+            err.print(f"  retry after: {info['retry_delay_ms']} ms")
+    return EXIT_REFUSED
+
+
+def _has_details(exc: aio.AioRpcError) -> bool:
+    return rpc_status.from_call(exc) is not None  # type: ignore[arg-type]
+
+
+def _error_details(exc: aio.AioRpcError) -> dict[str, Any]:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    if status is None:
+        return out
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            out.update(reason=info.reason, domain=info.domain, metadata=dict(info.metadata))
+        elif detail.Unpack(bad):
+            out["field_violations"] = [
+                {"field": v.field, "description": v.description} for v in bad.field_violations
+            ]
+        elif detail.Unpack(retry):
+            out["retry_delay_ms"] = retry.retry_delay.ToMilliseconds()
+    return out
+
+
+def _render(message: Message) -> Any:
+    data = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in _flatten(data):
+        table.add_row(key, value)
+    return table
+
+
+def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            rows.extend(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    elif isinstance(data, list):
+        if not data:
+            rows.append((prefix, "(none)"))
+        for index, value in enumerate(data):
+            rows.extend(_flatten(value, f"{prefix}[{index}]"))
+    else:
+        rows.append((prefix, str(data)))
+    return rows
+
+
+# -- admin verbs ---------------------------------------------------------------
+
+
+def _admin(channel: aio.Channel) -> admin_pb2_grpc.AdminAsyncStub:
+    return admin_pb2_grpc.AdminStub(channel)
+
+
+def _ttl(args: argparse.Namespace) -> duration_pb2.Duration | None:
+    if not getattr(args, "ttl", None):
+        return None
+    from gateway.cli import parse_duration_ms
+
+    ttl = duration_pb2.Duration()
+    ttl.FromMilliseconds(parse_duration_ms(args.ttl))
+    return ttl
+
+
+async def _set_account(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = apb.SetAccountStateRequest(
+        account_id=args.account_id, state=_ACCOUNT_STATES[args.state],
+        reason=args.reason, actor=args.actor, ttl=_ttl(args),
+    )  # fmt: skip
+    return await _admin(channel).SetAccountState(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _show_account(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = apb.GetAccountRequest(account_id=args.account_id)
+    return await _admin(channel).GetAccount(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _set_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = apb.SetSymbolStatusRequest(
+        symbol=args.symbol, status=_SYMBOL_STATUSES[args.status],
+        reason=args.reason, actor=args.actor, ttl=_ttl(args),
+    )  # fmt: skip
+    return await _admin(channel).SetSymbolStatus(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _upsert_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    spec = apb.SymbolSpec(
+        symbol=args.symbol, product=args.product, base_asset=args.base, quote_asset=args.quote
+    )
+    request = apb.UpsertSymbolRequest(spec=spec, reason=args.reason, actor=args.actor)
+    return await _admin(channel).UpsertSymbol(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _show_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = apb.GetSymbolRequest(symbol=args.symbol)
+    return await _admin(channel).GetSymbol(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _restrictions(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = apb.ListRestrictionsRequest(page_size=args.page_size, page_token=args.page_token)
+    return await _admin(channel).ListRestrictions(request, timeout=CALL_TIMEOUT_S)
+
+
+# -- order verbs ---------------------------------------------------------------
+
+
+def _orders(channel: aio.Channel) -> order_entry_pb2_grpc.OrderEntryAsyncStub:
+    return order_entry_pb2_grpc.OrderEntryStub(channel)
+
+
+async def _place(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    tif = {None: pb.TIME_IN_FORCE_UNSPECIFIED, "gtc": pb.TIME_IN_FORCE_GTC,
+           "ioc": pb.TIME_IN_FORCE_IOC, "fok": pb.TIME_IN_FORCE_FOK}[args.tif]  # fmt: skip
+    request = pb.PlaceOrderRequest(
+        account_id=args.account,
+        symbol=args.symbol,
+        side=pb.SIDE_BUY if args.side == "buy" else pb.SIDE_SELL,
+        type=pb.ORDER_TYPE_LIMIT if args.type == "limit" else pb.ORDER_TYPE_MARKET,
+        quantity=args.qty,
+        price=args.price,
+        leverage=args.leverage,
+        reduce_only=args.reduce_only,
+        client_order_id=args.client_order_id,
+        time_in_force=tif,
+    )
+    return await _orders(channel).PlaceOrder(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _cancel(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = pb.CancelOrderRequest(
+        account_id=args.account, symbol=args.symbol,
+        order_id=args.order_id, client_order_id=args.client_order_id,
+    )  # fmt: skip
+    return await _orders(channel).CancelOrder(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _amend(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = pb.AmendOrderRequest(
+        account_id=args.account, symbol=args.symbol,
+        order_id=args.order_id, client_order_id=args.client_order_id,
+        quantity=args.qty, price=args.price,
+    )  # fmt: skip
+    return await _orders(channel).AmendOrder(request, timeout=CALL_TIMEOUT_S)

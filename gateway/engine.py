@@ -1,0 +1,132 @@
+"""The decision: validate, run the local checks, (later) the one counter call.
+
+:class:`PreTradeEngine` is what both deployments call; :class:`Gatekeeper`
+owns its moving parts (Redis clients, flag store, snapshot follower) and their
+lifecycle, so embedding the gateway in an exchange's server is two calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from redis.asyncio import Redis
+
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway.checks import Check, account_state_check, symbol_state_check
+from gateway.policy import Policy
+from gateway.reasons import Denial, FieldViolation, invalid
+from gateway.snapshot import Snapshot, now_ms
+from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
+from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_place
+
+ORDER_ENTRY_SERVICE = "pretrade.v1.OrderEntry"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderMethod:
+    """How to read one OrderEntry method's request."""
+
+    name: str
+    request_type: type[Message]
+    parse: Callable[[Any], OrderCall | Denial]
+
+    @property
+    def path(self) -> str:
+        return f"/{ORDER_ENTRY_SERVICE}/{self.name}"
+
+
+ORDER_METHODS: Mapping[str, OrderMethod] = {
+    m.path: m
+    for m in (
+        OrderMethod("PlaceOrder", pb.PlaceOrderRequest, parse_place),
+        OrderMethod("CancelOrder", pb.CancelOrderRequest, parse_cancel),
+        OrderMethod("AmendOrder", pb.AmendOrderRequest, parse_amend),
+    )
+}
+
+
+class PreTradeEngine:
+    """Screens order-entry calls. Flag refusals are decided locally and touch no network."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        checks: Sequence[Check] | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.snapshot = snapshot
+        self._checks: tuple[Check, ...] = tuple(
+            checks if checks is not None else default_checks(snapshot)
+        )
+        self._clock = clock
+
+    def check_local(self, call: OrderCall) -> Denial | None:
+        now = self._clock()
+        for check in self._checks:
+            denial = check(call, now)
+            if denial is not None:
+                return denial
+        return None
+
+    async def screen(self, method: OrderMethod, request: Any) -> Denial | None:
+        """Validate a parsed request and decide on it."""
+        call = method.parse(request)
+        if isinstance(call, Denial):
+            return call
+        return self.check_local(call)
+
+    async def screen_bytes(self, method: OrderMethod, raw: bytes) -> Denial | None:
+        """Like :meth:`screen` for a request still in wire form (the proxy's case)."""
+        try:
+            request = method.request_type.FromString(raw)
+        except DecodeError:
+            return invalid(FieldViolation("request", "not a valid protobuf message"))
+        return await self.screen(method, request)
+
+
+def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
+    return (account_state_check(snapshot), symbol_state_check(snapshot))
+
+
+class Gatekeeper:
+    """The engine plus everything that keeps its snapshot current, with one lifecycle.
+
+    Use :meth:`open` to connect and load, :meth:`close` to stop::
+
+        keeper = await Gatekeeper.open("redis://127.0.0.1:6380/0", load_policy("limits"))
+        server = grpc.aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
+    """
+
+    def __init__(self, redis: Redis, follower_redis: Redis, policy: Policy) -> None:
+        self.redis = redis
+        self.policy = policy
+        self.snapshot = Snapshot(policy.symbols)
+        self.flags = FlagStore(redis)
+        self.engine = PreTradeEngine(self.snapshot)
+        self._follower_redis = follower_redis
+        self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
+
+    @classmethod
+    async def open(cls, redis_url: str, policy: Policy) -> Gatekeeper:
+        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy)
+        try:
+            await keeper.follower.start()
+        except BaseException:
+            await keeper._close_clients()
+            raise
+        return keeper
+
+    def set_policy(self, policy: Policy) -> None:
+        self.policy = policy
+        self.snapshot.set_policy_specs(policy.symbols)
+
+    async def close(self) -> None:
+        await self.follower.stop()
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        await self.redis.aclose()
+        await self._follower_redis.aclose()

@@ -1,0 +1,129 @@
+"""The declarative policy in ``limits/``: which symbols exist and what limits apply.
+
+A policy is one TOML file or a directory of them (read in name order). A
+broken file is refused as a whole with the file, line and reason; whoever
+loads it keeps the policy already in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.model import SymbolSpec
+from gateway.validation import PRODUCT_RE, PRODUCT_RULE, SYMBOL_RE, SYMBOL_RULE
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used: names the file, the line (when known) and why."""
+
+    def __init__(self, path: pathlib.Path, line: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
+    #: Short content hash of the files, recorded with decisions.
+    version: str = "empty"
+    sources: tuple[pathlib.Path, ...] = ()
+
+
+def policy_files(path: pathlib.Path) -> list[pathlib.Path]:
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.toml") if p.is_file())
+    if path.is_file():
+        return [path]
+    raise PolicyError(path, None, "no such policy file or directory")
+
+
+def load_policy(path: str | pathlib.Path) -> Policy:
+    root = pathlib.Path(path)
+    files = policy_files(root)
+    digest = hashlib.sha256()
+    symbols: dict[str, SymbolSpec] = {}
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        digest.update(file.name.encode() + b"\0" + text.encode() + b"\0")
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(file, _toml_error_line(exc), f"not valid TOML: {exc}") from None
+        _check_keys(file, text, document, {"symbol"}, "top level")
+        for index, entry in enumerate(_table_array(file, text, document, "symbol")):
+            spec = _symbol_spec(file, text, entry, index)
+            if spec.symbol in symbols:
+                raise PolicyError(
+                    file, _line_of(text, spec.symbol), f"symbol {spec.symbol} declared twice"
+                )
+            symbols[spec.symbol] = spec
+    return Policy(symbols=symbols, version=digest.hexdigest()[:12], sources=tuple(files))
+
+
+def _symbol_spec(file: pathlib.Path, text: str, entry: dict[str, Any], index: int) -> SymbolSpec:
+    where = f"symbol[{index}]"
+    _check_keys(file, text, entry, {"symbol", "product", "base_asset", "quote_asset"}, where)
+    values: dict[str, str] = {}
+    for name in ("symbol", "product", "base_asset", "quote_asset"):
+        value = entry.get(name)
+        if not isinstance(value, str) or not value:
+            raise PolicyError(file, _line_of(text, name), f"{where}.{name}: required string")
+        values[name] = value
+    if not SYMBOL_RE.fullmatch(values["symbol"]):
+        raise PolicyError(file, _line_of(text, values["symbol"]), f"{where}.symbol: {SYMBOL_RULE}")
+    if not PRODUCT_RE.fullmatch(values["product"]):
+        raise PolicyError(
+            file, _line_of(text, values["product"]), f"{where}.product: {PRODUCT_RULE}"
+        )
+    return SymbolSpec(**values)
+
+
+def _table_array(
+    file: pathlib.Path, text: str, document: dict[str, Any], name: str
+) -> list[dict[str, Any]]:
+    value = document.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise PolicyError(
+            file, _line_of(text, name), f"{name}: must be an array of tables [[{name}]]"
+        )
+    return value
+
+
+def _check_keys(
+    file: pathlib.Path, text: str, table: Mapping[str, Any], allowed: set[str], where: str
+) -> None:
+    for key in table:
+        if key not in allowed:
+            raise PolicyError(
+                file,
+                _line_of(text, key),
+                f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})",
+            )
+
+
+_LINE_IN_MESSAGE = re.compile(r"line (\d+)")
+
+
+def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int | None:
+    lineno = getattr(exc, "lineno", None)
+    if isinstance(lineno, int):
+        return lineno
+    match = _LINE_IN_MESSAGE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    """Best-effort line of the first line that mentions ``needle`` (TOML keeps no positions)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line.split("#", 1)[0]:
+            return number
+    return None

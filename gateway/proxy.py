@@ -1,0 +1,72 @@
+"""Proxy deployment: serve OrderEntry, screen each call, forward accepted ones upstream.
+
+Requests and responses stay in wire form: the proxy parses a request once for
+the checks and forwards the very bytes it received; upstream responses go back
+as the bytes the upstream sent. The caller's deadline and metadata go along,
+and an upstream error reaches the client unchanged (code, message, trailers,
+rich details included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc import aio
+
+from gateway.engine import ORDER_ENTRY_SERVICE, ORDER_METHODS, OrderMethod, PreTradeEngine
+from gateway.refusals import to_grpc_status
+
+RawHandler = Callable[[bytes, aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]
+
+# Set by the gRPC stack itself on each hop; never copied onto the upstream call.
+_HOP_HEADERS = frozenset({"user-agent", "content-type", "te", "host", "grpc-timeout"})
+
+
+def forwardable_metadata(
+    metadata: Sequence[tuple[str, str | bytes]] | None,
+) -> tuple[tuple[str, str | bytes], ...]:
+    if not metadata:
+        return ()
+    return tuple(
+        (key, value)
+        for key, value in metadata
+        if key not in _HOP_HEADERS and not key.startswith((":", "grpc-"))
+    )
+
+
+class OrderEntryProxy:
+    """A generic handler for ``pretrade.v1.OrderEntry`` that forwards to ``upstream``."""
+
+    def __init__(self, engine: PreTradeEngine, upstream: aio.Channel) -> None:
+        self._engine = engine
+        self._upstream = upstream
+
+    def handler(self) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
+        handlers = {
+            method.name: grpc.unary_unary_rpc_method_handler(self._forwarder(method))
+            for method in ORDER_METHODS.values()
+        }
+        return grpc.method_handlers_generic_handler(ORDER_ENTRY_SERVICE, handlers)
+
+    def _forwarder(self, method: OrderMethod) -> RawHandler:
+        # No serializers on either side: bytes in, bytes out.
+        upstream_call = self._upstream.unary_unary(method.path, None, None)
+        screen_bytes = self._engine.screen_bytes
+
+        async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+            denial = await screen_bytes(method, raw)
+            if denial is not None:
+                status = to_grpc_status(denial)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            try:
+                response: bytes = await upstream_call(
+                    raw,
+                    timeout=context.time_remaining(),
+                    metadata=forwardable_metadata(context.invocation_metadata()),  # type: ignore[arg-type]
+                )
+            except aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())  # type: ignore[arg-type]
+            return response
+
+        return forward

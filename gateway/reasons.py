@@ -1,0 +1,81 @@
+"""Why a call was refused, and the one table that maps each reason to a gRPC status.
+
+``Reason`` mirrors the ``pretrade.v1.Reason`` proto enum (value names without
+the ``REASON_`` prefix); a test keeps the two in step. Reasons are never free
+text: clients switch on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import grpc
+
+
+class Reason(enum.StrEnum):
+    INVALID_REQUEST = "INVALID_REQUEST"
+    ACCOUNT_FROZEN = "ACCOUNT_FROZEN"
+    ACCOUNT_DEACTIVATED = "ACCOUNT_DEACTIVATED"
+    ACCOUNT_REDUCE_ONLY = "ACCOUNT_REDUCE_ONLY"
+    SYMBOL_UNKNOWN = "SYMBOL_UNKNOWN"
+    SYMBOL_HALTED = "SYMBOL_HALTED"
+    SYMBOL_REDUCE_ONLY = "SYMBOL_REDUCE_ONLY"
+    SYMBOL_DELISTED = "SYMBOL_DELISTED"
+
+
+_S = grpc.StatusCode
+
+#: The single mapping from refusal reason to gRPC status code.
+STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
+    {
+        Reason.INVALID_REQUEST: _S.INVALID_ARGUMENT,
+        Reason.ACCOUNT_FROZEN: _S.FAILED_PRECONDITION,
+        Reason.ACCOUNT_DEACTIVATED: _S.PERMISSION_DENIED,
+        Reason.ACCOUNT_REDUCE_ONLY: _S.FAILED_PRECONDITION,
+        Reason.SYMBOL_UNKNOWN: _S.FAILED_PRECONDITION,
+        Reason.SYMBOL_HALTED: _S.FAILED_PRECONDITION,
+        Reason.SYMBOL_REDUCE_ONLY: _S.FAILED_PRECONDITION,
+        Reason.SYMBOL_DELISTED: _S.FAILED_PRECONDITION,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a malformed request (becomes a ``google.rpc.BadRequest`` entry)."""
+
+    field: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A refusal: the reason, a human message, and machine-readable detail.
+
+    ``metadata`` names the limit that was hit (it becomes ``ErrorInfo.metadata``);
+    ``retry_after_ms`` becomes a ``google.rpc.RetryInfo`` when set.
+    """
+
+    reason: Reason
+    message: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    violations: tuple[FieldViolation, ...] = ()
+    retry_after_ms: int | None = None
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return STATUS_BY_REASON[self.reason]
+
+
+def invalid(*violations: FieldViolation) -> Denial:
+    """A malformed-request denial naming every bad field."""
+    fields = ", ".join(v.field for v in violations)
+    return Denial(
+        Reason.INVALID_REQUEST,
+        f"invalid request: {fields}",
+        {"fields": fields},
+        violations=violations,
+    )

@@ -1,0 +1,169 @@
+"""Turn an order-entry request into an :class:`OrderCall`, or say exactly which fields are wrong.
+
+Malformed input is refused before any check runs and is never forwarded; the
+refusal names every bad field (``google.rpc.BadRequest``). Identifiers are
+restricted to characters that are safe inside Redis keys and hash tags.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway.decimals import DecimalFormatError, parse_positive_decimal
+from gateway.model import Action
+from gateway.reasons import Denial, FieldViolation, invalid
+
+ACCOUNT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
+SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._/-]{0,31}")
+PRODUCT_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+CLIENT_ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:/-]{1,36}")
+ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+MAX_LEVERAGE = 1000
+
+ACCOUNT_RULE = "1-64 of A-Z a-z 0-9 . _ : @ - starting with a letter or digit"
+SYMBOL_RULE = "1-32 of A-Z 0-9 . _ / - starting with a letter or digit"
+CLIENT_ORDER_ID_RULE = "1-36 of A-Z a-z 0-9 . _ : / -"
+ORDER_ID_RULE = "1-64 of A-Z a-z 0-9 . _ : / -"
+PRODUCT_RULE = "1-32 of a-z 0-9 _ - starting with a letter"
+
+_SIDES = frozenset({pb.SIDE_BUY, pb.SIDE_SELL})
+_TYPES = frozenset({pb.ORDER_TYPE_LIMIT, pb.ORDER_TYPE_MARKET})
+_TIFS = frozenset(pb.TimeInForce.values())
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCall:
+    """One validated order-entry call, as the checks see it."""
+
+    action: Action
+    account_id: str
+    symbol: str
+    side: int = pb.SIDE_UNSPECIFIED
+    order_type: int = pb.ORDER_TYPE_UNSPECIFIED
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+    leverage: int = 1
+    reduce_only: bool = False
+    client_order_id: str = ""
+    order_id: str = ""
+
+
+class _Violations:
+    """Collects every bad field of one request, so a client fixes them all at once."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def ident(self, field: str, value: str, pattern: re.Pattern[str], rule: str) -> None:
+        if not value:
+            self.add(field, "required")
+        elif len(value) > 64 or pattern.fullmatch(value) is None:
+            self.add(field, rule)
+
+    def decimal(self, field: str, text: str) -> Decimal | None:
+        try:
+            return parse_positive_decimal(text)
+        except DecimalFormatError as exc:
+            self.add(field, str(exc) if text else "required")
+            return None
+
+    def denial(self) -> Denial | None:
+        return invalid(*self.items) if self.items else None
+
+
+def parse_place(request: pb.PlaceOrderRequest) -> OrderCall | Denial:
+    v = _Violations()
+    v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
+    v.ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
+    if request.side not in _SIDES:
+        v.add("side", "required: SIDE_BUY or SIDE_SELL")
+    if request.type not in _TYPES:
+        v.add("type", "required: ORDER_TYPE_LIMIT or ORDER_TYPE_MARKET")
+    if request.time_in_force not in _TIFS:
+        v.add("time_in_force", "unknown value")
+    quantity = v.decimal("quantity", request.quantity)
+    price: Decimal | None = None
+    if request.type == pb.ORDER_TYPE_MARKET:
+        if request.price:
+            v.add("price", "must be empty for a MARKET order")
+    else:
+        price = v.decimal("price", request.price)
+    if request.leverage > MAX_LEVERAGE:
+        v.add("leverage", f"must be at most {MAX_LEVERAGE}")
+    if request.client_order_id:
+        v.ident(
+            "client_order_id", request.client_order_id, CLIENT_ORDER_ID_RE, CLIENT_ORDER_ID_RULE
+        )
+    denial = v.denial()
+    if denial is not None:
+        return denial
+    return OrderCall(
+        action=Action.PLACE,
+        account_id=request.account_id,
+        symbol=request.symbol,
+        side=request.side,
+        order_type=request.type,
+        quantity=quantity,
+        price=price,
+        leverage=max(1, request.leverage),
+        reduce_only=request.reduce_only,
+        client_order_id=request.client_order_id,
+    )
+
+
+def parse_cancel(request: pb.CancelOrderRequest) -> OrderCall | Denial:
+    v = _Violations()
+    v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
+    v.ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
+    _order_ref(v, request.order_id, request.client_order_id)
+    denial = v.denial()
+    if denial is not None:
+        return denial
+    return OrderCall(
+        action=Action.CANCEL,
+        account_id=request.account_id,
+        symbol=request.symbol,
+        order_id=request.order_id,
+        client_order_id=request.client_order_id,
+    )
+
+
+def parse_amend(request: pb.AmendOrderRequest) -> OrderCall | Denial:
+    v = _Violations()
+    v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
+    v.ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
+    _order_ref(v, request.order_id, request.client_order_id)
+    quantity = v.decimal("quantity", request.quantity) if request.quantity else None
+    price = v.decimal("price", request.price) if request.price else None
+    if not request.quantity and not request.price:
+        v.add("quantity", "an amend needs a new quantity or a new price (or both)")
+    denial = v.denial()
+    if denial is not None:
+        return denial
+    return OrderCall(
+        action=Action.AMEND,
+        account_id=request.account_id,
+        symbol=request.symbol,
+        quantity=quantity,
+        price=price,
+        order_id=request.order_id,
+        client_order_id=request.client_order_id,
+    )
+
+
+def _order_ref(v: _Violations, order_id: str, client_order_id: str) -> None:
+    if not order_id and not client_order_id:
+        v.add("order_id", "required: order_id or client_order_id")
+        return
+    if order_id:
+        v.ident("order_id", order_id, ORDER_ID_RE, ORDER_ID_RULE)
+    if client_order_id:
+        v.ident("client_order_id", client_order_id, CLIENT_ORDER_ID_RE, CLIENT_ORDER_ID_RULE)
