@@ -515,7 +515,7 @@ class MatchingEngine:
             self._report(ExecType.AMENDED, order, now)
             fills = self._take(order, now)
             if order.is_open:
-                self._rest(order); self._orders.pop(order.order_id)
+                self._rest(order)
         return self._finish(OrderResult(order.copy(), fills))
 
     # -- internals ----------------------------------------------------------------

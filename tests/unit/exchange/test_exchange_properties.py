@@ -56,13 +56,13 @@ class Amend:
 places = st.builds(
     Place,
     account=st.sampled_from(ACCOUNTS),
-    symbol=st.sampled_from(SYMBOLS),
+    symbol=st.sampled_from(SYMBOLS[:1] * 4 + SYMBOLS[1:]),
     side=st.sampled_from(Side),
-    order_type=st.sampled_from(OrderType),
+    order_type=st.sampled_from([OrderType.LIMIT] * 3 + [OrderType.MARKET]),
     quantity=st.sampled_from(QUANTITIES),
     price=st.sampled_from(PRICES),
-    tif=st.sampled_from([None, TimeInForce.IOC, TimeInForce.FOK]),
-    reduce_only=st.booleans(),
+    tif=st.sampled_from([None, None, None, TimeInForce.IOC, TimeInForce.FOK]),
+    reduce_only=st.sampled_from([False, False, True]),
     client_order_id=st.sampled_from(["", "", "c1", "c2"]),
 )
 cancels = st.builds(Cancel, pick=st.integers(0, 50), by_client_id=st.booleans())
@@ -72,7 +72,7 @@ amends = st.builds(
     quantity=st.none() | st.sampled_from(QUANTITIES),
     price=st.none() | st.sampled_from(PRICES),
 )
-actions = st.lists(st.one_of(places, places, cancels, amends), max_size=60)
+actions = st.lists(st.one_of(places, places, places, cancels, amends), min_size=1, max_size=80)
 
 
 class Ledger:
