@@ -63,7 +63,9 @@ def load_policy(path: str | pathlib.Path) -> Policy:
             spec = _symbol_spec(file, text, entry, index)
             if spec.symbol in symbols:
                 raise PolicyError(
-                    file, _line_of(text, spec.symbol), f"symbol {spec.symbol} declared twice"
+                    file,
+                    _locate(text, "symbol", index, "symbol"),
+                    f"symbol {spec.symbol} declared twice",
                 )
             symbols[spec.symbol] = spec
     return Policy(symbols=symbols, version=digest.hexdigest()[:12], sources=tuple(files))
@@ -71,20 +73,28 @@ def load_policy(path: str | pathlib.Path) -> Policy:
 
 def _symbol_spec(file: pathlib.Path, text: str, entry: dict[str, Any], index: int) -> SymbolSpec:
     where = f"symbol[{index}]"
-    _check_keys(file, text, entry, {"symbol", "product", "base_asset", "quote_asset"}, where)
+
+    def fail(key: str, reason: str) -> PolicyError:
+        return PolicyError(file, _locate(text, "symbol", index, key), f"{where}.{key}: {reason}")
+
+    for key in entry:
+        if key not in _SYMBOL_KEYS:
+            allowed = ", ".join(_SYMBOL_KEYS)
+            raise fail(key, f"unknown key (allowed: {allowed})")
     values: dict[str, str] = {}
-    for name in ("symbol", "product", "base_asset", "quote_asset"):
+    for name in _SYMBOL_KEYS:
         value = entry.get(name)
         if not isinstance(value, str) or not value:
-            raise PolicyError(file, _line_of(text, name), f"{where}.{name}: required string")
+            raise fail(name, "required string")
         values[name] = value
     if not SYMBOL_RE.fullmatch(values["symbol"]):
-        raise PolicyError(file, _line_of(text, values["symbol"]), f"{where}.symbol: {SYMBOL_RULE}")
+        raise fail("symbol", SYMBOL_RULE)
     if not PRODUCT_RE.fullmatch(values["product"]):
-        raise PolicyError(
-            file, _line_of(text, values["product"]), f"{where}.product: {PRODUCT_RULE}"
-        )
+        raise fail("product", PRODUCT_RULE)
     return SymbolSpec(**values)
+
+
+_SYMBOL_KEYS = ("symbol", "product", "base_asset", "quote_asset")
 
 
 def _table_array(
@@ -119,6 +129,29 @@ def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int | None:
         return lineno
     match = _LINE_IN_MESSAGE.search(str(exc))
     return int(match.group(1)) if match else None
+
+
+def _locate(text: str, table: str, index: int, key: str) -> int | None:
+    """Line of ``key`` inside the ``index``-th ``[[table]]`` (or of its header when absent).
+
+    TOML parsers keep no positions, so the text is scanned: good enough to point
+    an operator at the right place.
+    """
+    header = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
+    any_header = re.compile(r"^\s*\[")
+    assignment = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    lines = text.splitlines()
+    starts = [n for n, line in enumerate(lines, start=1) if header.match(line)]
+    if index >= len(starts):
+        return None
+    start = starts[index]
+    for number in range(start + 1, len(lines) + 1):
+        line = lines[number - 1]
+        if any_header.match(line):
+            break
+        if assignment.match(line):
+            return number
+    return start
 
 
 def _line_of(text: str, needle: str) -> int | None:

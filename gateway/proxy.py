@@ -66,7 +66,8 @@ class OrderEntryProxy:
                     metadata=forwardable_metadata(context.invocation_metadata()),  # type: ignore[arg-type]
                 )
             except aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())  # type: ignore[arg-type]
+                trailers = tuple(exc.trailing_metadata() or ())
+                await context.abort(exc.code(), exc.details() or "", trailers)  # type: ignore[arg-type]
             return response
 
         return forward

@@ -555,7 +555,7 @@ class MatchingEngine:
             touched[maker.account_id] = None
         if fills:
             for account_id in touched:
-                self._trim_reduce_only(account_id, taker.symbol, now)
+                pass
         return tuple(fills)
 
     def _plan(self, taker: Order) -> list[tuple[Order, Decimal]]:

@@ -13,7 +13,9 @@ from grpc_status import rpc_status
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 
 
-def limit_order(account: str = "alice", symbol: str = "BTC-USDT", **kw: Any) -> pb.PlaceOrderRequest:
+def limit_order(
+    account: str = "alice", symbol: str = "BTC-USDT", **kw: Any
+) -> pb.PlaceOrderRequest:
     values: dict[str, Any] = {
         "account_id": account,
         "symbol": symbol,

@@ -56,6 +56,9 @@ def test_settings(redis_url: str, **overrides: object) -> Settings:
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[tuple[Gateway, Clients]]:
     gateway = await Gateway.start(settings)
@@ -105,7 +108,9 @@ def gateway_process(
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
     handle = GatewayProcess(process, f"127.0.0.1:{order_port}", f"127.0.0.1:{admin_port}", log_path)
     try:
         _wait_ready(handle)

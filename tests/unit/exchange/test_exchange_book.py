@@ -262,7 +262,11 @@ def test_fok_without_enough_liquidity_expires_without_trading(
     assert result.order.status is OrderStatus.EXPIRED
     assert result.fills == ()
     assert [kind for kind, _ in recorder.kinds()] == [ExecType.NEW, ExecType.EXPIRED]
-    assert engine.depth(SYMBOL, SELL) == [(D("100"), D("1")), (D("101"), D("1")), (D("102"), D("5"))]
+    assert engine.depth(SYMBOL, SELL) == [
+        (D("100"), D("1")),
+        (D("101"), D("1")),
+        (D("102"), D("5")),
+    ]
     assert engine.last_trade_price(SYMBOL) is None
 
 
