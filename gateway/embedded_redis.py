@@ -37,6 +37,10 @@ def free_port() -> int:
 def find_redis_server() -> str:
     configured = os.environ.get("PRETRADE_REDIS_SERVER")
     if configured:
+        if not os.access(configured, os.X_OK):
+            raise RedisNotFoundError(
+                f"PRETRADE_REDIS_SERVER={configured} is not executable. {INSTALL_HINT}"
+            )
         return configured
     found = shutil.which("redis-server")
     if found is None:

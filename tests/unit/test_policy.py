@@ -26,7 +26,12 @@ GOOD = (
     [
         ("[[symbol]\n", 1, "not valid TOML"),
         (GOOD + "[[symbol]]\nsymbol = 'ETH-USDT'\nproduct = 'spot'\n", 6, "base_asset: required"),
-        (GOOD + "[[symbol]]\nsymbol = 'ETH-USDT'\nproduct = 'Bad'\nbase_asset = 'E'\nquote_asset = 'U'\n", 8, "symbol[1].product"),
+        (
+            GOOD
+            + "[[symbol]]\nsymbol = 'ETH-USDT'\nproduct = 'Bad'\nbase_asset = 'E'\nquote_asset = 'U'\n",
+            8,
+            "symbol[1].product",
+        ),
         (GOOD.replace('"BTC-USDT"', '"btc"'), 2, "symbol[0].symbol"),
         (GOOD + "colour = 1\n", 6, "symbol[0].colour: unknown key"),
         ("colour = 1\n" + GOOD, 1, "top level: unknown key 'colour'"),
