@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/pretrade-gateway serve $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench scripts
-	$(BIN)/ruff format --check gateway tests bench scripts
+	$(BIN)/ruff check gateway tests scripts
+	$(BIN)/ruff format --check gateway tests scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
