@@ -20,6 +20,7 @@ from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway._generated.pretrade.v1 import admin_pb2_grpc
+from gateway.counters.admin import LimitAdmin
 from gateway.engine import Gatekeeper
 from gateway.model import (
     AccountState,
@@ -51,7 +52,7 @@ MAX_PAGE = 1000
 Context = aio.ServicerContext[Any, Any]
 
 
-class AdminService(admin_pb2_grpc.AdminServicer):
+class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
     def __init__(self, keeper: Gatekeeper) -> None:
         self._keeper = keeper
 

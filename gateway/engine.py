@@ -1,4 +1,4 @@
-"""The decision: validate, run the local checks, (later) the one counter call.
+"""The decision: validate, run the local checks, then the one counter call.
 
 :class:`PreTradeEngine` is what both deployments call; :class:`Gatekeeper`
 owns its moving parts (Redis clients, flag store, snapshot follower) and their
@@ -16,7 +16,11 @@ from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.checks import Check, account_state_check, symbol_state_check
+from gateway.counters.gate import ADMITTED, Admission, CounterGate
+from gateway.counters.resolve import LimitResolver
+from gateway.counters.store import RedisCounterStore
 from gateway.policy import Policy
+from gateway.policy_watch import PolicyWatcher
 from gateway.reasons import Denial, FieldViolation, invalid
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
@@ -49,19 +53,22 @@ ORDER_METHODS: Mapping[str, OrderMethod] = {
 
 
 class PreTradeEngine:
-    """Screens order-entry calls. Flag refusals are decided locally and touch no network."""
+    """Screens order-entry calls. Flag refusals are decided locally and touch no network;
+    calls that pass them make one counter call (when any behavioural limit applies)."""
 
     def __init__(
         self,
         snapshot: Snapshot,
         checks: Sequence[Check] | None = None,
         clock: Callable[[], int] = now_ms,
+        counters: CounterGate | None = None,
     ) -> None:
         self.snapshot = snapshot
         self._checks: tuple[Check, ...] = tuple(
             checks if checks is not None else default_checks(snapshot)
         )
         self._clock = clock
+        self.counters = counters
 
     def check_local(self, call: OrderCall) -> Denial | None:
         now = self._clock()
@@ -71,20 +78,38 @@ class PreTradeEngine:
                 return denial
         return None
 
-    async def screen(self, method: OrderMethod, request: Any) -> Denial | None:
-        """Validate a parsed request and decide on it."""
+    async def admit(self, method: OrderMethod, request: Any) -> Denial | Admission:
+        """Validate a parsed request and decide on it.
+
+        An :class:`Admission` carries response metadata (the remaining budget)
+        and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
+        """
         call = method.parse(request)
         if isinstance(call, Denial):
             return call
-        return self.check_local(call)
+        denial = self.check_local(call)
+        if denial is not None:
+            return denial
+        if self.counters is None:
+            return ADMITTED
+        return await self.counters.admit(call)
 
-    async def screen_bytes(self, method: OrderMethod, raw: bytes) -> Denial | None:
-        """Like :meth:`screen` for a request still in wire form (the proxy's case)."""
+    async def admit_bytes(self, method: OrderMethod, raw: bytes) -> Denial | Admission:
+        """Like :meth:`admit` for a request still in wire form (the proxy's case)."""
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
             return invalid(FieldViolation("request", "not a valid protobuf message"))
-        return await self.screen(method, request)
+        return await self.admit(method, request)
+
+    async def screen(self, method: OrderMethod, request: Any) -> Denial | None:
+        """:meth:`admit`, keeping only the refusal."""
+        verdict = await self.admit(method, request)
+        return verdict if isinstance(verdict, Denial) else None
+
+    async def screen_bytes(self, method: OrderMethod, raw: bytes) -> Denial | None:
+        verdict = await self.admit_bytes(method, raw)
+        return verdict if isinstance(verdict, Denial) else None
 
 
 def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
@@ -105,26 +130,38 @@ class Gatekeeper:
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols)
         self.flags = FlagStore(redis)
-        self.engine = PreTradeEngine(self.snapshot)
+        self.counters = CounterGate(
+            RedisCounterStore(redis), LimitResolver(self.snapshot, policy.counters)
+        )
+        self.engine = PreTradeEngine(self.snapshot, counters=self.counters)
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
+        #: Reloads the policy when its files change (started by :meth:`open`).
+        self.watcher: PolicyWatcher | None = None
 
     @classmethod
-    async def open(cls, redis_url: str, policy: Policy) -> Gatekeeper:
+    async def open(cls, redis_url: str, policy: Policy, watch: bool = True) -> Gatekeeper:
         keeper = cls(hot_client(redis_url), follower_client(redis_url), policy)
         try:
             await keeper.follower.start()
         except BaseException:
             await keeper._close_clients()
             raise
+        if watch and policy.root is not None:
+            keeper.watcher = PolicyWatcher(policy, keeper.set_policy)
+            keeper.watcher.start()
         return keeper
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
         self.snapshot.set_policy_specs(policy.symbols)
+        self.counters.resolver.set_policy(policy.counters)
 
     async def close(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self.follower.stop()
+        await self.counters.close()
         await self._close_clients()
 
     async def _close_clients(self) -> None:

@@ -3,7 +3,8 @@
 The exchange keeps its servicer; the interceptor wraps the three unary
 OrderEntry handlers (and nothing else) so each request is screened, once
 deserialised, before the servicer sees it. A refusal aborts the call with the
-rich status; the servicer is never called.
+rich status; the servicer is never called. Accepted calls get the remaining
+counter budget added to the servicer's trailing metadata (``x-ratelimit-*``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from grpc import aio
 
 from gateway.engine import ORDER_METHODS, OrderMethod, PreTradeEngine
+from gateway.reasons import Denial
 from gateway.refusals import to_grpc_status
 
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -51,13 +53,20 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         return wrapped
 
     def _guard(self, method: OrderMethod, behavior: Behavior) -> Behavior:
-        screen = self._engine.screen
+        admit = self._engine.admit
 
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            denial = await screen(method, request)
-            if denial is not None:
-                status = to_grpc_status(denial)
+            verdict = await admit(method, request)
+            if isinstance(verdict, Denial):
+                status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, status.trailing_metadata)
-            return await behavior(request, context)
+                raise AssertionError("unreachable")  # pragma: no cover
+            response = await behavior(request, context)
+            verdict.accepted(response)
+            if verdict.metadata:
+                # Added to, never replacing, what the servicer set.
+                mine = tuple(context.trailing_metadata() or ())
+                context.set_trailing_metadata(mine + verdict.metadata)
+            return response
 
         return guarded

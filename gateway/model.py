@@ -39,6 +39,8 @@ class FlagKind(enum.Enum):
     ACCOUNT_STATE = "acct"
     SYMBOL_STATUS = "symst"
     SYMBOL_SPEC = "symspec"
+    #: A runtime override of one behavioural limit (see :mod:`gateway.counters`).
+    LIMIT = "limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,24 @@ class SpecRecord:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class LimitRecord:
+    """A limit set through the admin API: its value (limit syntax text) and provenance.
+
+    The record id names what it overrides: ``<scope>:<key>:<kind>``.
+    """
+
+    value: str
+    reason: str
+    actor: str
+    updated_ms: int
+    expires_ms: int  # 0: no expiry
+    version: int
+
+    def in_force(self, now_ms: int) -> bool:
+        return self.expires_ms == 0 or now_ms < self.expires_ms
+
+
 META_FIELDS = ("reason", "actor", "updated_ms", "expires_ms", "version")
 
 
@@ -119,5 +139,16 @@ def spec_record_from_fields(fields: Mapping[str, str]) -> SpecRecord:
         reason=fields.get("reason", ""),
         actor=fields.get("actor", ""),
         updated_ms=int(fields.get("updated_ms", "0")),
+        version=int(fields.get("version", "0")),
+    )
+
+
+def limit_record_from_fields(fields: Mapping[str, str]) -> LimitRecord:
+    return LimitRecord(
+        value=fields["value"],
+        reason=fields.get("reason", ""),
+        actor=fields.get("actor", ""),
+        updated_ms=int(fields.get("updated_ms", "0")),
+        expires_ms=int(fields.get("expires_ms", "0")),
         version=int(fields.get("version", "0")),
     )

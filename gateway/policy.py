@@ -13,8 +13,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from gateway.counters.limits import CounterPolicy
+from gateway.counters.policy_files import CounterPolicyLoader, LimitSpecError
 from gateway.model import SymbolSpec
 from gateway.validation import PRODUCT_RE, PRODUCT_RULE, SYMBOL_RE, SYMBOL_RULE
 
@@ -36,6 +39,10 @@ class Policy:
     #: Short content hash of the files, recorded with decisions.
     version: str = "empty"
     sources: tuple[pathlib.Path, ...] = ()
+    #: Behavioural limits (``[counters]``, ``[limits.*]``; see :mod:`gateway.counters`).
+    counters: CounterPolicy = field(default_factory=CounterPolicy)
+    #: The file or directory this policy was loaded from (watched for changes).
+    root: pathlib.Path | None = None
 
 
 def policy_files(path: pathlib.Path) -> list[pathlib.Path]:
@@ -51,14 +58,19 @@ def load_policy(path: str | pathlib.Path) -> Policy:
     files = policy_files(root)
     digest = hashlib.sha256()
     symbols: dict[str, SymbolSpec] = {}
+    counters = CounterPolicyLoader()
     for file in files:
         text = file.read_text(encoding="utf-8")
         digest.update(file.name.encode() + b"\0" + text.encode() + b"\0")
         try:
-            document = tomllib.loads(text)
+            document = tomllib.loads(text, parse_float=Decimal)
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(file, _toml_error_line(exc), f"not valid TOML: {exc}") from None
-        _check_keys(file, text, document, {"symbol"}, "top level")
+        _check_keys(file, text, document, {"symbol", "counters", "limits"}, "top level")
+        try:
+            counters.add(document, text)
+        except LimitSpecError as exc:
+            raise PolicyError(file, exc.line, exc.reason) from None
         for index, entry in enumerate(_table_array(file, text, document, "symbol")):
             spec = _symbol_spec(file, text, entry, index)
             if spec.symbol in symbols:
@@ -68,7 +80,13 @@ def load_policy(path: str | pathlib.Path) -> Policy:
                     f"symbol {spec.symbol} declared twice",
                 )
             symbols[spec.symbol] = spec
-    return Policy(symbols=symbols, version=digest.hexdigest()[:12], sources=tuple(files))
+    return Policy(
+        symbols=symbols,
+        version=digest.hexdigest()[:12],
+        sources=tuple(files),
+        counters=counters.build(),
+        root=root,
+    )
 
 
 def _symbol_spec(file: pathlib.Path, text: str, entry: dict[str, Any], index: int) -> SymbolSpec:

@@ -4,7 +4,8 @@ Requests and responses stay in wire form: the proxy parses a request once for
 the checks and forwards the very bytes it received; upstream responses go back
 as the bytes the upstream sent. The caller's deadline and metadata go along,
 and an upstream error reaches the client unchanged (code, message, trailers,
-rich details included).
+rich details included). Accepted calls carry the remaining counter budget in
+trailing metadata (``x-ratelimit-*``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 from grpc import aio
 
 from gateway.engine import ORDER_ENTRY_SERVICE, ORDER_METHODS, OrderMethod, PreTradeEngine
+from gateway.reasons import Denial
 from gateway.refusals import to_grpc_status
 
 RawHandler = Callable[[bytes, aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]
@@ -52,13 +54,14 @@ class OrderEntryProxy:
     def _forwarder(self, method: OrderMethod) -> RawHandler:
         # No serializers on either side: bytes in, bytes out.
         upstream_call = self._upstream.unary_unary(method.path, None, None)
-        screen_bytes = self._engine.screen_bytes
+        admit_bytes = self._engine.admit_bytes
 
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
-            denial = await screen_bytes(method, raw)
-            if denial is not None:
-                status = to_grpc_status(denial)
+            verdict = await admit_bytes(method, raw)
+            if isinstance(verdict, Denial):
+                status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, status.trailing_metadata)
+                raise AssertionError("unreachable")  # pragma: no cover
             try:
                 response: bytes = await upstream_call(
                     raw,
@@ -68,6 +71,9 @@ class OrderEntryProxy:
             except aio.AioRpcError as exc:
                 trailers = tuple(exc.trailing_metadata() or ())
                 await context.abort(exc.code(), exc.details() or "", trailers)  # type: ignore[arg-type]
+            verdict.accepted_bytes(response)
+            if verdict.metadata:
+                context.set_trailing_metadata(verdict.metadata)
             return response
 
         return forward

@@ -14,9 +14,11 @@ from typing import TypeVar
 
 from gateway.model import (
     FlagKind,
+    LimitRecord,
     SpecRecord,
     StateRecord,
     SymbolSpec,
+    limit_record_from_fields,
     spec_record_from_fields,
     state_record_from_fields,
 )
@@ -37,6 +39,9 @@ class Snapshot:
         self.accounts: dict[str, StateRecord] = {}
         self.symbol_status: dict[str, StateRecord] = {}
         self.admin_specs: dict[str, SpecRecord] = {}
+        #: Runtime limit overrides by record id; ``limits_generation`` grows with every change.
+        self.limit_overrides: dict[str, LimitRecord] = {}
+        self.limits_generation = 0
         self._policy_specs: Mapping[str, SymbolSpec] = dict(policy_specs or {})
         #: Effective spec per symbol: the admin's if any, else the policy's.
         self.symbols: dict[str, SymbolSpec] = dict(self._policy_specs)
@@ -66,7 +71,10 @@ class Snapshot:
 
     def apply(self, kind: FlagKind, key: str, fields: Fields | None, version: int) -> bool:
         """Apply one change (``fields=None`` deletes); ignore it if older than what we hold."""
-        if kind is FlagKind.SYMBOL_SPEC:
+        if kind is FlagKind.LIMIT:
+            if not self._apply_limit(key, fields, version):
+                return False
+        elif kind is FlagKind.SYMBOL_SPEC:
             specs = self.admin_specs
             held = specs.get(key)
             if held is not None and held.version > version:
@@ -101,6 +109,8 @@ class Snapshot:
             raw.get(FlagKind.SYMBOL_STATUS, {}), state_record_from_fields, bad
         )
         self.admin_specs = _decode(raw.get(FlagKind.SYMBOL_SPEC, {}), spec_record_from_fields, bad)
+        self.limit_overrides = _decode(raw.get(FlagKind.LIMIT, {}), limit_record_from_fields, bad)
+        self.limits_generation += 1
         self._rebuild_symbols()
         self.last_update_ms = now_ms()
         return bad
@@ -116,7 +126,12 @@ class Snapshot:
             for key in [k for k, r in table.items() if not r.in_force(at_ms)]:
                 del table[key]
                 dropped += 1
-        return dropped
+        lapsed = [k for k, r in self.limit_overrides.items() if not r.in_force(at_ms)]
+        for key in lapsed:
+            del self.limit_overrides[key]
+        if lapsed:
+            self.limits_generation += 1
+        return dropped + len(lapsed)
 
     def on_change(self, listener: Callable[[FlagKind, str], None]) -> None:
         """Call ``listener(kind, key)`` after every applied change (not after full reloads)."""
@@ -142,6 +157,17 @@ class Snapshot:
         return "policy" if symbol in self._policy_specs else ""
 
     # -- internals --------------------------------------------------------
+
+    def _apply_limit(self, key: str, fields: Fields | None, version: int) -> bool:
+        held = self.limit_overrides.get(key)
+        if held is not None and held.version > version:
+            return False
+        if fields is None:
+            self.limit_overrides.pop(key, None)
+        else:
+            self.limit_overrides[key] = limit_record_from_fields(fields)
+        self.limits_generation += 1
+        return True
 
     def _refresh_symbol(self, symbol: str) -> None:
         admin = self.admin_specs.get(symbol)

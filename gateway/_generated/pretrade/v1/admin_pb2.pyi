@@ -75,6 +75,90 @@ SYMBOL_STATUS_DELISTED: SymbolStatus.ValueType  # 4
 """Nothing but cancels."""
 Global___SymbolStatus: _TypeAlias = SymbolStatus  # noqa: Y015
 
+class _LimitScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_SCOPE_UNSPECIFIED: _LimitScope.ValueType  # 0
+    LIMIT_SCOPE_DEFAULT: _LimitScope.ValueType  # 1
+    """Every account on every symbol (key empty)."""
+    LIMIT_SCOPE_PRODUCT: _LimitScope.ValueType  # 2
+    """Every symbol of a product (key: the product, e.g. "perpetual")."""
+    LIMIT_SCOPE_SYMBOL: _LimitScope.ValueType  # 3
+    """One symbol (key: the symbol)."""
+    LIMIT_SCOPE_ACCOUNT: _LimitScope.ValueType  # 4
+    """One account, on every symbol (key: the account id)."""
+
+class LimitScope(_LimitScope, metaclass=_LimitScopeEnumTypeWrapper):
+    """Where a limit is declared; the most specific scope wins."""
+
+LIMIT_SCOPE_UNSPECIFIED: LimitScope.ValueType  # 0
+LIMIT_SCOPE_DEFAULT: LimitScope.ValueType  # 1
+"""Every account on every symbol (key empty)."""
+LIMIT_SCOPE_PRODUCT: LimitScope.ValueType  # 2
+"""Every symbol of a product (key: the product, e.g. "perpetual")."""
+LIMIT_SCOPE_SYMBOL: LimitScope.ValueType  # 3
+"""One symbol (key: the symbol)."""
+LIMIT_SCOPE_ACCOUNT: LimitScope.ValueType  # 4
+"""One account, on every symbol (key: the account id)."""
+Global___LimitScope: _TypeAlias = LimitScope  # noqa: Y015
+
+class _LimitKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_KIND_UNSPECIFIED: _LimitKind.ValueType  # 0
+    LIMIT_KIND_ORDER_RATE: _LimitKind.ValueType  # 1
+    """New orders and amends per sliding window: "10/1s,100/10s,200000/1d"."""
+    LIMIT_KIND_CANCEL_RATE: _LimitKind.ValueType  # 2
+    """Cancels per sliding window: "20/1s,200/10s"."""
+    LIMIT_KIND_LARGE_ORDER_RATE: _LimitKind.ValueType  # 3
+    """Large orders and amends per sliding window (on top of ORDER_RATE)."""
+    LIMIT_KIND_LARGE_CANCEL_RATE: _LimitKind.ValueType  # 4
+    """Cancels of large orders per sliding window (on top of CANCEL_RATE)."""
+    LIMIT_KIND_LARGE_NOTIONAL: _LimitKind.ValueType  # 5
+    """Notional (quantity x price, in the quote asset) at or above which an
+    order is large: "250000".
+    """
+    LIMIT_KIND_DAILY_OPEN: _LimitKind.ValueType  # 6
+    """Position-opening (not reduce-only) orders per day: "5000"."""
+    LIMIT_KIND_CANCEL_RATIO: _LimitKind.ValueType  # 7
+    """"min_orders=100,max_ratio=0.95": once 100 orders were placed today, a
+    cancel that would make cancels/orders exceed 0.95 is refused.
+    """
+    LIMIT_KIND_MIN_RESTING: _LimitKind.ValueType  # 8
+    """Cancels and amends of orders younger than this are refused: "500ms"."""
+
+class LimitKind(_LimitKind, metaclass=_LimitKindEnumTypeWrapper):
+    """What is limited. Values are text, the same syntax as in the policy files."""
+
+LIMIT_KIND_UNSPECIFIED: LimitKind.ValueType  # 0
+LIMIT_KIND_ORDER_RATE: LimitKind.ValueType  # 1
+"""New orders and amends per sliding window: "10/1s,100/10s,200000/1d"."""
+LIMIT_KIND_CANCEL_RATE: LimitKind.ValueType  # 2
+"""Cancels per sliding window: "20/1s,200/10s"."""
+LIMIT_KIND_LARGE_ORDER_RATE: LimitKind.ValueType  # 3
+"""Large orders and amends per sliding window (on top of ORDER_RATE)."""
+LIMIT_KIND_LARGE_CANCEL_RATE: LimitKind.ValueType  # 4
+"""Cancels of large orders per sliding window (on top of CANCEL_RATE)."""
+LIMIT_KIND_LARGE_NOTIONAL: LimitKind.ValueType  # 5
+"""Notional (quantity x price, in the quote asset) at or above which an
+order is large: "250000".
+"""
+LIMIT_KIND_DAILY_OPEN: LimitKind.ValueType  # 6
+"""Position-opening (not reduce-only) orders per day: "5000"."""
+LIMIT_KIND_CANCEL_RATIO: LimitKind.ValueType  # 7
+""""min_orders=100,max_ratio=0.95": once 100 orders were placed today, a
+cancel that would make cancels/orders exceed 0.95 is refused.
+"""
+LIMIT_KIND_MIN_RESTING: LimitKind.ValueType  # 8
+"""Cancels and amends of orders younger than this are refused: "500ms"."""
+Global___LimitKind: _TypeAlias = LimitKind  # noqa: Y015
+
 @_typing.final
 class Account(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -490,3 +574,317 @@ class ListRestrictionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRestrictionsResponse: _TypeAlias = ListRestrictionsResponse  # noqa: Y015
+
+@_typing.final
+class LimitOverride(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    scope: Global___LimitScope.ValueType
+    key: _builtins.str
+    """Product, symbol or account id; empty for LIMIT_SCOPE_DEFAULT."""
+    kind: Global___LimitKind.ValueType
+    value: _builtins.str
+    """Canonical text of the value."""
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the override lapses on its own."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___LimitScope.ValueType = ...,
+        key: _builtins.str = ...,
+        kind: Global___LimitKind.ValueType = ...,
+        value: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "expires_at", b"expires_at", "key", b"key", "kind", b"kind", "reason", b"reason", "scope", b"scope", "updated_at", b"updated_at", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LimitOverride: _TypeAlias = LimitOverride  # noqa: Y015
+
+@_typing.final
+class SetLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    scope: Global___LimitScope.ValueType
+    key: _builtins.str
+    kind: Global___LimitKind.ValueType
+    value: _builtins.str
+    """See LimitKind for the syntax. For rate caps, the windows given replace
+    the windows of the same length from less specific scopes; others stay.
+    """
+    reason: _builtins.str
+    """Why (required) and who (required)."""
+    actor: _builtins.str
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional: the override lapses after this long."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___LimitScope.ValueType = ...,
+        key: _builtins.str = ...,
+        kind: Global___LimitKind.ValueType = ...,
+        value: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "key", b"key", "kind", b"kind", "reason", b"reason", "scope", b"scope", "ttl", b"ttl", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLimitRequest: _TypeAlias = SetLimitRequest  # noqa: Y015
+
+@_typing.final
+class SetLimitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VALUE_FIELD_NUMBER: _builtins.int
+    previous_value: _builtins.str
+    """The override's value before this change; empty when there was none."""
+    @_builtins.property
+    def limit(self) -> Global___LimitOverride: ...
+    def __init__(
+        self,
+        *,
+        limit: Global___LimitOverride | None = ...,
+        previous_value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "previous_value", b"previous_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLimitResponse: _TypeAlias = SetLimitResponse  # noqa: Y015
+
+@_typing.final
+class RemoveLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    scope: Global___LimitScope.ValueType
+    key: _builtins.str
+    kind: Global___LimitKind.ValueType
+    reason: _builtins.str
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        scope: Global___LimitScope.ValueType = ...,
+        key: _builtins.str = ...,
+        kind: Global___LimitKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "key", b"key", "kind", b"kind", "reason", b"reason", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveLimitRequest: _TypeAlias = RemoveLimitRequest  # noqa: Y015
+
+@_typing.final
+class RemoveLimitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VALUE_FIELD_NUMBER: _builtins.int
+    removed: _builtins.bool
+    """False when there was no such override."""
+    previous_value: _builtins.str
+    def __init__(
+        self,
+        *,
+        removed: _builtins.bool = ...,
+        previous_value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["previous_value", b"previous_value", "removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveLimitResponse: _TypeAlias = RemoveLimitResponse  # noqa: Y015
+
+@_typing.final
+class GetEffectiveLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    INCLUDE_USAGE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    symbol: _builtins.str
+    include_usage: _builtins.bool
+    """Also read the counters (one Redis call) and fill EffectiveLimit.current."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        include_usage: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "include_usage", b"include_usage", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEffectiveLimitsRequest: _TypeAlias = GetEffectiveLimitsRequest  # noqa: Y015
+
+@_typing.final
+class EffectiveLimit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    COUNTED_FIELD_NUMBER: _builtins.int
+    kind: Global___LimitKind.ValueType
+    value: _builtins.str
+    """For rate caps one entry per window ("10/1s"); otherwise the value."""
+    window: _builtins.str
+    """"1s", "10s", ... for rate caps; "day" for daily limits; "" otherwise."""
+    source: _builtins.str
+    """Where the value comes from: "policy:default", "policy:product:spot",
+    "admin:account:alice", ...
+    """
+    current: _builtins.int
+    """With include_usage: the count now (calls in the window; position-opening
+    orders today; cancels today for CANCEL_RATIO).
+    """
+    counted: _builtins.str
+    """DAILY_OPEN: what is counted, "product:<name>" or "symbol:<name>".
+    CANCEL_RATIO (with include_usage): "orders=<orders placed today>".
+    """
+    def __init__(
+        self,
+        *,
+        kind: Global___LimitKind.ValueType = ...,
+        value: _builtins.str = ...,
+        window: _builtins.str = ...,
+        source: _builtins.str = ...,
+        current: _builtins.int = ...,
+        counted: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counted", b"counted", "current", b"current", "kind", b"kind", "source", b"source", "value", b"value", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EffectiveLimit: _TypeAlias = EffectiveLimit  # noqa: Y015
+
+@_typing.final
+class GetEffectiveLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    COUNTING_SUBJECT_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    DAY_START_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    symbol: _builtins.str
+    counting_subject: _builtins.str
+    """Whose counters the account's calls spend, e.g. "acct:alice"."""
+    policy_version: _builtins.str
+    """The policy files' version in force on this gateway."""
+    day_start: _builtins.str
+    """When daily counters roll over, UTC ("00:00:00")."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___EffectiveLimit]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        counting_subject: _builtins.str = ...,
+        limits: _abc.Iterable[Global___EffectiveLimit] | None = ...,
+        policy_version: _builtins.str = ...,
+        day_start: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "counting_subject", b"counting_subject", "day_start", b"day_start", "limits", b"limits", "policy_version", b"policy_version", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEffectiveLimitsResponse: _TypeAlias = GetEffectiveLimitsResponse  # noqa: Y015
+
+@_typing.final
+class ListLimitOverridesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitOverridesRequest: _TypeAlias = ListLimitOverridesRequest  # noqa: Y015
+
+@_typing.final
+class ListLimitOverridesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitOverride]:
+        """As this gateway enforces them now, sorted by scope, key and kind."""
+
+    def __init__(
+        self,
+        *,
+        overrides: _abc.Iterable[Global___LimitOverride] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitOverridesResponse: _TypeAlias = ListLimitOverridesResponse  # noqa: Y015

@@ -68,6 +68,26 @@ class AdminStub:
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsRequest.SerializeToString,
                 response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsResponse.FromString,
                 _registered_method=True)
+        self.SetLimit = channel.unary_unary(
+                '/pretrade.v1.Admin/SetLimit',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.SetLimitRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.SetLimitResponse.FromString,
+                _registered_method=True)
+        self.RemoveLimit = channel.unary_unary(
+                '/pretrade.v1.Admin/RemoveLimit',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.RemoveLimitRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.RemoveLimitResponse.FromString,
+                _registered_method=True)
+        self.GetEffectiveLimits = channel.unary_unary(
+                '/pretrade.v1.Admin/GetEffectiveLimits',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.GetEffectiveLimitsRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.GetEffectiveLimitsResponse.FromString,
+                _registered_method=True)
+        self.ListLimitOverrides = channel.unary_unary(
+                '/pretrade.v1.Admin/ListLimitOverrides',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -113,6 +133,35 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLimit(self, request, context):
+        """Behavioural limits (rate caps, large orders, daily limits, cancel ratio,
+        resting time). An override set here beats the policy files at the same
+        scope; the most specific scope wins (default, product, symbol, account).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveLimit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEffectiveLimits(self, request, context):
+        """The limits that apply to one account on one symbol, where each comes
+        from, and (optionally) how much of each is used now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLimitOverrides(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +194,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListRestrictions,
                     request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsRequest.FromString,
                     response_serializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsResponse.SerializeToString,
+            ),
+            'SetLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLimit,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.SetLimitRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.SetLimitResponse.SerializeToString,
+            ),
+            'RemoveLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLimit,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.RemoveLimitRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.RemoveLimitResponse.SerializeToString,
+            ),
+            'GetEffectiveLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEffectiveLimits,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.GetEffectiveLimitsRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.GetEffectiveLimitsResponse.SerializeToString,
+            ),
+            'ListLimitOverrides': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLimitOverrides,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +382,114 @@ class Admin:
             '/pretrade.v1.Admin/ListRestrictions',
             pretrade_dot_v1_dot_admin__pb2.ListRestrictionsRequest.SerializeToString,
             pretrade_dot_v1_dot_admin__pb2.ListRestrictionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/SetLimit',
+            pretrade_dot_v1_dot_admin__pb2.SetLimitRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.SetLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/RemoveLimit',
+            pretrade_dot_v1_dot_admin__pb2.RemoveLimitRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.RemoveLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEffectiveLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/GetEffectiveLimits',
+            pretrade_dot_v1_dot_admin__pb2.GetEffectiveLimitsRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.GetEffectiveLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLimitOverrides(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListLimitOverrides',
+            pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,17 @@ class AdminStub:
     UpsertSymbol: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpsertSymbolRequest, _admin_pb2.UpsertSymbolResponse]
     GetSymbol: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetSymbolRequest, _admin_pb2.GetSymbolResponse]
     ListRestrictions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListRestrictionsRequest, _admin_pb2.ListRestrictionsResponse]
+    SetLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetLimitRequest, _admin_pb2.SetLimitResponse]
+    """Behavioural limits (rate caps, large orders, daily limits, cancel ratio,
+    resting time). An override set here beats the policy files at the same
+    scope; the most specific scope wins (default, product, symbol, account).
+    """
+    RemoveLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemoveLimitRequest, _admin_pb2.RemoveLimitResponse]
+    GetEffectiveLimits: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetEffectiveLimitsRequest, _admin_pb2.GetEffectiveLimitsResponse]
+    """The limits that apply to one account on one symbol, where each comes
+    from, and (optionally) how much of each is used now.
+    """
+    ListLimitOverrides: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListLimitOverridesRequest, _admin_pb2.ListLimitOverridesResponse]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -59,6 +70,17 @@ class AdminAsyncStub(AdminStub):
     UpsertSymbol: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpsertSymbolRequest, _admin_pb2.UpsertSymbolResponse]  # type: ignore[assignment]
     GetSymbol: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetSymbolRequest, _admin_pb2.GetSymbolResponse]  # type: ignore[assignment]
     ListRestrictions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListRestrictionsRequest, _admin_pb2.ListRestrictionsResponse]  # type: ignore[assignment]
+    SetLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetLimitRequest, _admin_pb2.SetLimitResponse]  # type: ignore[assignment]
+    """Behavioural limits (rate caps, large orders, daily limits, cancel ratio,
+    resting time). An override set here beats the policy files at the same
+    scope; the most specific scope wins (default, product, symbol, account).
+    """
+    RemoveLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemoveLimitRequest, _admin_pb2.RemoveLimitResponse]  # type: ignore[assignment]
+    GetEffectiveLimits: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetEffectiveLimitsRequest, _admin_pb2.GetEffectiveLimitsResponse]  # type: ignore[assignment]
+    """The limits that apply to one account on one symbol, where each comes
+    from, and (optionally) how much of each is used now.
+    """
+    ListLimitOverrides: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListLimitOverridesRequest, _admin_pb2.ListLimitOverridesResponse]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Operations and risk staff's controls. Served on the gateway's admin port,
@@ -108,5 +130,40 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListRestrictionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListRestrictionsResponse, _abc.Awaitable[_admin_pb2.ListRestrictionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetLimit(
+        self,
+        request: _admin_pb2.SetLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetLimitResponse, _abc.Awaitable[_admin_pb2.SetLimitResponse]]:
+        """Behavioural limits (rate caps, large orders, daily limits, cancel ratio,
+        resting time). An override set here beats the policy files at the same
+        scope; the most specific scope wins (default, product, symbol, account).
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveLimit(
+        self,
+        request: _admin_pb2.RemoveLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RemoveLimitResponse, _abc.Awaitable[_admin_pb2.RemoveLimitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetEffectiveLimits(
+        self,
+        request: _admin_pb2.GetEffectiveLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetEffectiveLimitsResponse, _abc.Awaitable[_admin_pb2.GetEffectiveLimitsResponse]]:
+        """The limits that apply to one account on one symbol, where each comes
+        from, and (optionally) how much of each is used now.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLimitOverrides(
+        self,
+        request: _admin_pb2.ListLimitOverridesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListLimitOverridesResponse, _abc.Awaitable[_admin_pb2.ListLimitOverridesResponse]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

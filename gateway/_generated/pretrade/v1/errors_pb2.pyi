@@ -34,6 +34,26 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_SYMBOL_HALTED: _Reason.ValueType  # 6
     REASON_SYMBOL_REDUCE_ONLY: _Reason.ValueType  # 7
     REASON_SYMBOL_DELISTED: _Reason.ValueType  # 8
+    REASON_ORDER_RATE_EXCEEDED: _Reason.ValueType  # 20
+    """Behavioural limits (RESOURCE_EXHAUSTED, with a `google.rpc.RetryInfo`
+    giving the delay until the same call would pass; `ErrorInfo.metadata`
+    names the limit, its window, the current count and the cap).
+    Too many new orders and amends in a window (`order_rate`).
+    """
+    REASON_CANCEL_RATE_EXCEEDED: _Reason.ValueType  # 21
+    """Too many cancels in a window (`cancel_rate`)."""
+    REASON_LARGE_ORDER_RATE_EXCEEDED: _Reason.ValueType  # 22
+    """Too many large orders, or cancels of large orders, in a window."""
+    REASON_DAILY_POSITION_LIMIT: _Reason.ValueType  # 23
+    """The day's position-opening orders on the product (or symbol) are used up."""
+    REASON_CANCEL_RATIO_EXCEEDED: _Reason.ValueType  # 24
+    """The cancel would push the day's cancels/orders ratio above its cap."""
+    REASON_MIN_RESTING_TIME: _Reason.ValueType  # 25
+    """The order is younger than the product's minimum resting time."""
+    REASON_COUNTERS_UNAVAILABLE: _Reason.ValueType  # 26
+    """The counter store (Redis) did not answer; new orders and amends are
+    refused (UNAVAILABLE), cancels are let through.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -57,4 +77,24 @@ REASON_SYMBOL_UNKNOWN: Reason.ValueType  # 5
 REASON_SYMBOL_HALTED: Reason.ValueType  # 6
 REASON_SYMBOL_REDUCE_ONLY: Reason.ValueType  # 7
 REASON_SYMBOL_DELISTED: Reason.ValueType  # 8
+REASON_ORDER_RATE_EXCEEDED: Reason.ValueType  # 20
+"""Behavioural limits (RESOURCE_EXHAUSTED, with a `google.rpc.RetryInfo`
+giving the delay until the same call would pass; `ErrorInfo.metadata`
+names the limit, its window, the current count and the cap).
+Too many new orders and amends in a window (`order_rate`).
+"""
+REASON_CANCEL_RATE_EXCEEDED: Reason.ValueType  # 21
+"""Too many cancels in a window (`cancel_rate`)."""
+REASON_LARGE_ORDER_RATE_EXCEEDED: Reason.ValueType  # 22
+"""Too many large orders, or cancels of large orders, in a window."""
+REASON_DAILY_POSITION_LIMIT: Reason.ValueType  # 23
+"""The day's position-opening orders on the product (or symbol) are used up."""
+REASON_CANCEL_RATIO_EXCEEDED: Reason.ValueType  # 24
+"""The cancel would push the day's cancels/orders ratio above its cap."""
+REASON_MIN_RESTING_TIME: Reason.ValueType  # 25
+"""The order is younger than the product's minimum resting time."""
+REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 26
+"""The counter store (Redis) did not answer; new orders and amends are
+refused (UNAVAILABLE), cancels are let through.
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015

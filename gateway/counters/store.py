@@ -1,0 +1,103 @@
+"""The counter store: one Redis round trip per call, atomic, through one Lua script.
+
+:class:`CounterStore` is the boundary the gate talks to (a later store can
+batch the plans of concurrent calls into one pipeline behind the same three
+methods). :class:`RedisCounterStore` runs ``counters.lua``: registered once,
+called by ``EVALSHA`` and reloaded by redis-py on ``NOSCRIPT`` (after a Redis
+restart, failover or ``SCRIPT FLUSH``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from gateway.counters.plan import CounterPlan
+from gateway.store.scripts import lua_source
+
+ACCEPTED, REFUSED, PEEKED = 1, 0, 2
+
+
+@dataclass(frozen=True, slots=True)
+class OpOutcome:
+    """The script's answer for one op of the plan (``index`` is 0-based)."""
+
+    index: int
+    count: int = 0
+    limit: int = 0
+    delay_ms: int = 0
+    #: After an accepted call: what is left of this budget.
+    remaining: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReply:
+    status: int
+    #: Redis server time of the decision, in microseconds.
+    now_us: int
+    outcomes: tuple[OpOutcome, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == ACCEPTED
+
+
+class CounterStore(Protocol):
+    async def consume(self, plan: CounterPlan) -> StoreReply:
+        """Check every counter of the plan and consume them all, or none."""
+
+    async def peek(self, plan: CounterPlan) -> StoreReply:
+        """Report every counter of the plan as it stands; change nothing."""
+
+    async def remember(self, records: Sequence[tuple[str, str, int]]) -> None:
+        """Store ``(key, value, ttl_ms)`` order records."""
+
+
+class RedisCounterStore:
+    """``clock_us`` pins the time the script uses (tests only); by default Redis ``TIME``."""
+
+    def __init__(self, redis: Redis, clock_us: Callable[[], int] | None = None) -> None:
+        self._redis = redis
+        self._script = redis.register_script(lua_source("counters"))
+        self._clock_us = clock_us
+        self._nonce_prefix = secrets.token_hex(6)
+        self._sequence = itertools.count()
+
+    async def consume(self, plan: CounterPlan) -> StoreReply:
+        return await self._run("consume", plan)
+
+    async def peek(self, plan: CounterPlan) -> StoreReply:
+        return await self._run("peek", plan)
+
+    async def remember(self, records: Sequence[tuple[str, str, int]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, value, ttl_ms in records:
+                pipe.set(key, value, px=ttl_ms)
+            await pipe.execute()
+
+    async def _run(self, mode: str, plan: CounterPlan) -> StoreReply:
+        pinned = str(self._clock_us()) if self._clock_us is not None else ""
+        nonce = f"{self._nonce_prefix}:{next(self._sequence)}"
+        args = [mode, pinned, nonce, str(plan.day_start_ms), *plan.args()]
+        raw = await self._script(keys=list(plan.keys), args=args)
+        return parse_reply(raw)
+
+
+def parse_reply(raw: Sequence[Any]) -> StoreReply:
+    status, now_us = int(raw[0]), int(raw[1])
+    rest = [int(x) for x in raw[2:]]
+    if status == ACCEPTED:
+        outcomes = tuple(
+            OpOutcome(rest[i] - 1, remaining=rest[i + 1]) for i in range(0, len(rest), 2)
+        )
+    else:
+        outcomes = tuple(
+            OpOutcome(rest[i] - 1, count=rest[i + 1], limit=rest[i + 2], delay_ms=rest[i + 3])
+            for i in range(0, len(rest), 4)
+        )
+    return StoreReply(status, now_us, outcomes)

@@ -1,0 +1,334 @@
+-- Check and consume every counter one order-entry call touches, atomically.
+--
+-- All keys belong to one counting subject (one {hash tag}, one cluster slot).
+-- Phase 1 reads only and decides; phase 2 writes only if every check passed,
+-- so a refused call leaves every key exactly as it was, and an accepted one
+-- consumes every counter it touches.
+--
+-- KEYS     every key the plan refers to, by index
+-- ARGV[1]  "consume" or "peek" (peek: decide nothing, write nothing, report all)
+-- ARGV[2]  "" (use Redis TIME) or a pinned time in microseconds (tests only)
+-- ARGV[3]  nonce, unique per call (sliding-log member)
+-- ARGV[4]  start of the counting day, ms after 00:00 UTC
+-- ARGV[5..] the plan: ops of 5 fields (op, key index, a, b, c)
+--
+--   O  -, order-id record key index or 0, client-id record key index or 0
+--        read what is remembered of the order (admission ms, large flag)
+--   M  -, min resting ms                  refuse if the order is younger
+--   W  key, limit, window ms, "" or "L"   sliding window ("L": only for a
+--                                          large order, as remembered)
+--   D  key, limit, field                  daily cap on a field of the day hash
+--   R  key, min orders, ratio num, den    cancels/orders ratio (day hash)
+--   T  key, field                         on accept: add 1 to a day field
+--   S  key, ttl ms, large "0"/"1"         on accept: remember this order
+--   U  key, ttl ms, large "0"/"1"         on accept: update (or create) a record
+--
+-- Windows: up to LOG_MAX a sliding log (a sorted set of admission times in
+-- microseconds: exact); above it BUCKETS sub-windows in a hash (never more
+-- than the limit in any window; may refuse up to two buckets early).
+--
+-- Returns { status, now_us, ... } where status is
+--   1 accepted: then pairs  { op index, remaining }  for every W and D op
+--   0 refused:  then quads  { op index, count, limit, delay ms } per failed check
+--   2 peek:     then quads  { op index, count, limit, delay ms or 0 } per check
+
+local LOG_MAX = 1000
+local BUCKETS = 500
+local DAY_MS = 86400000
+local HOUR_MS = 3600000
+
+local function int(n) return string.format('%.0f', n) end
+
+local now_us
+if ARGV[2] ~= '' then
+  now_us = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local now_ms = math.floor(now_us / 1000)
+local mode = ARGV[1]
+local nonce = ARGV[3]
+local day_start = tonumber(ARGV[4])
+local day = math.floor((now_ms - day_start) / DAY_MS)
+local day_end_ms = (day + 1) * DAY_MS + day_start
+
+-- ---------------------------------------------------------------------------
+-- sliding log
+
+local function log_count(key, window_ms)
+  return redis.call('ZCOUNT', key, '(' .. int(now_us - window_ms * 1000), '+inf')
+end
+
+local function log_delay(key, limit, window_ms, count)
+  -- The (count - limit + 1) oldest live entries must leave; the last of them
+  -- is at rank count - limit. An entry at t counts while t > now - window:
+  -- it leaves at now = t + window.
+  local window_us = window_ms * 1000
+  local entry = redis.call('ZRANGEBYSCORE', key, '(' .. int(now_us - window_us), '+inf',
+    'WITHSCORES', 'LIMIT', count - limit, 1)
+  local delay_us = tonumber(entry[2]) + window_us - now_us
+  return math.ceil(delay_us / 1000)
+end
+
+local function log_add(key, window_ms)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now_us - window_ms * 1000))
+  redis.call('ZADD', key, int(now_us), nonce)
+  redis.call('PEXPIRE', key, window_ms + 1000)
+end
+
+-- ---------------------------------------------------------------------------
+-- bucketed window: hash fields n (total), lo, hi (stored bucket range), b<i>
+
+local function geometry(window_ms)
+  local g = math.ceil(window_ms / BUCKETS)
+  local k = math.ceil(window_ms / g)
+  return g, k, math.floor(now_ms / g)
+end
+
+-- Sum of the stored buckets in [from, to] (a range of at most about BUCKETS).
+local function bucket_sum(key, from, to)
+  if to < from then return 0, {} end
+  local fields = {}
+  for b = from, to do fields[#fields + 1] = 'b' .. int(b) end
+  local counts = redis.call('HMGET', key, unpack(fields))
+  local sum = 0
+  for i = 1, #counts do
+    if counts[i] then
+      counts[i] = tonumber(counts[i])
+      sum = sum + counts[i]
+    else
+      counts[i] = 0
+    end
+  end
+  return sum, counts
+end
+
+-- Live count and what eviction would drop: { count, n, lo, hi, stale }.
+local function bucket_state(key, window_ms)
+  local g, k, cur = geometry(window_ms)
+  local meta = redis.call('HMGET', key, 'n', 'lo', 'hi')
+  local n = tonumber(meta[1]) or 0
+  if n == 0 then return { count = 0, n = 0 } end
+  local lo, hi = tonumber(meta[2]), tonumber(meta[3])
+  local first_live = cur - k
+  if hi < first_live then return { count = 0, n = 0, all_stale = true } end
+  if lo >= first_live then return { count = n, n = n, lo = lo, hi = hi } end
+  local stale_to = first_live - 1
+  if stale_to - lo > 4 * BUCKETS then
+    -- Only after the clock went backwards: recount from the stored fields.
+    local all = redis.call('HGETALL', key)
+    local live = 0
+    for i = 1, #all, 2 do
+      local name = all[i]
+      if string.sub(name, 1, 1) == 'b' and tonumber(string.sub(name, 2)) >= first_live then
+        live = live + tonumber(all[i + 1])
+      end
+    end
+    return { count = live, n = n, lo = lo, hi = hi, recount = true }
+  end
+  local stale = bucket_sum(key, lo, stale_to)
+  return { count = n - stale, n = n, lo = lo, hi = hi, stale = stale }
+end
+
+local function bucket_delay(key, limit, window_ms, state)
+  local g, k, cur = geometry(window_ms)
+  local from = math.max(state.lo, cur - k)
+  local _, counts = bucket_sum(key, from, state.hi)
+  local need = state.count - limit + 1
+  local freed = 0
+  for i = 1, #counts do
+    freed = freed + counts[i]
+    if freed >= need then
+      local b = from + i - 1
+      return (b + k + 1) * g - now_ms
+    end
+  end
+  return (state.hi + k + 1) * g - now_ms
+end
+
+local function bucket_add(key, window_ms, state)
+  local g, k, cur = geometry(window_ms)
+  local n, lo, hi = state.n, state.lo, state.hi
+  if n == 0 or state.recount then
+    if state.recount then
+      -- Rare: rebuild from the live fields.
+      local all = redis.call('HGETALL', key)
+      redis.call('DEL', key)
+      n, lo, hi = 0, cur, cur
+      for i = 1, #all, 2 do
+        local name = all[i]
+        if string.sub(name, 1, 1) == 'b' then
+          local b = tonumber(string.sub(name, 2))
+          if b >= cur - k then
+            redis.call('HSET', key, name, all[i + 1])
+            n = n + tonumber(all[i + 1])
+            lo, hi = math.min(lo, b), math.max(hi, b)
+          end
+        end
+      end
+    else
+      redis.call('DEL', key)
+      lo, hi = cur, cur
+    end
+  elseif lo < cur - k then
+    local fields = {}
+    for b = lo, cur - k - 1 do fields[#fields + 1] = 'b' .. int(b) end
+    redis.call('HDEL', key, unpack(fields))
+    n = n - state.stale
+    lo = cur - k
+  end
+  redis.call('HINCRBY', key, 'b' .. int(cur), 1)
+  lo = math.min(lo, cur)
+  hi = math.max(hi, cur)
+  redis.call('HSET', key, 'n', n + 1, 'lo', int(lo), 'hi', int(hi))
+  redis.call('PEXPIRE', key, (k + 2) * g + 1000)
+end
+
+-- ---------------------------------------------------------------------------
+-- day hash: field "day" holds the day the other fields count
+
+local day_current = {}
+local function day_get(key, field)
+  local current = day_current[key]
+  if current == nil then
+    current = tonumber(redis.call('HGET', key, 'day')) == day
+    day_current[key] = current
+  end
+  if not current then return 0 end
+  return tonumber(redis.call('HGET', key, field)) or 0
+end
+
+local day_reset = {}
+local function day_incr(key, field)
+  if not day_current[key] and not day_reset[key] then
+    if tonumber(redis.call('HGET', key, 'day')) ~= day then
+      redis.call('DEL', key)
+      redis.call('HSET', key, 'day', int(day))
+    end
+    day_reset[key] = true
+  end
+  redis.call('HINCRBY', key, field, 1)
+  redis.call('PEXPIREAT', key, int(day_end_ms + HOUR_MS))
+end
+
+-- ---------------------------------------------------------------------------
+-- phase 1: decide (reads only)
+
+local rec_ms, rec_large = nil, false
+local function read_record(index)
+  if index == 0 then return false end
+  local value = redis.call('GET', KEYS[index])
+  if not value then return false end
+  local sep = string.find(value, '|', 1, true)
+  rec_ms = tonumber(string.sub(value, 1, sep - 1))
+  rec_large = string.sub(value, sep + 1) == '1'
+  return true
+end
+
+local ops = {}
+for i = 5, #ARGV, 5 do
+  ops[#ops + 1] = { ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] }
+end
+
+local checks = {}   -- { op index, count, limit, delay, failed }
+local states = {}   -- op index -> window state (for phase 2)
+local failed = false
+
+for i, op in ipairs(ops) do
+  local name, key = op[1], KEYS[op[2]]
+  if name == 'O' then
+    if not read_record(tonumber(op[3])) then read_record(tonumber(op[4])) end
+  elseif name == 'M' then
+    local min_ms = tonumber(op[3])
+    if rec_ms and rec_ms > 0 then
+      local age = now_ms - rec_ms
+      local bad = age < min_ms
+      checks[#checks + 1] = { i, age, min_ms, bad and (rec_ms + min_ms - now_ms) or 0, bad }
+      failed = failed or bad
+    end
+  elseif name == 'W' then
+    if op[5] ~= 'L' or rec_large then
+      local limit, window_ms = tonumber(op[3]), tonumber(op[4])
+      local count, delay, state
+      if limit <= LOG_MAX then
+        count = log_count(key, window_ms)
+        state = { log = true, count = count }
+      else
+        state = bucket_state(key, window_ms)
+        count = state.count
+      end
+      local bad = count + 1 > limit
+      if bad then
+        if state.log then delay = log_delay(key, limit, window_ms, count)
+        else delay = bucket_delay(key, limit, window_ms, state) end
+      end
+      states[i] = state
+      checks[#checks + 1] = { i, count, limit, delay or 0, bad }
+      failed = failed or bad
+    end
+  elseif name == 'D' then
+    local limit = tonumber(op[3])
+    local count = day_get(key, op[4])
+    local bad = count + 1 > limit
+    checks[#checks + 1] = { i, count, limit, bad and (day_end_ms - now_ms) or 0, bad }
+    failed = failed or bad
+  elseif name == 'R' then
+    local min_orders, num, den = tonumber(op[3]), tonumber(op[4]), tonumber(op[5])
+    local orders, cancels = day_get(key, 'orders'), day_get(key, 'cancels')
+    local bad = orders >= min_orders and (cancels + 1) * den > num * orders
+    checks[#checks + 1] = { i, cancels, orders, bad and (day_end_ms - now_ms) or 0, bad }
+    failed = failed or bad
+  end
+end
+
+local out
+if mode == 'peek' then
+  out = { 2, int(now_us) }
+  for _, c in ipairs(checks) do
+    out[#out + 1] = c[1]; out[#out + 1] = c[2]; out[#out + 1] = c[3]; out[#out + 1] = c[4]
+  end
+  return out
+end
+
+if failed then
+  out = { 0, int(now_us) }
+  for _, c in ipairs(checks) do
+    if c[5] then
+      out[#out + 1] = c[1]; out[#out + 1] = c[2]; out[#out + 1] = c[3]; out[#out + 1] = c[4]
+    end
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------------------
+-- phase 2: consume (every check passed)
+
+out = { 1, int(now_us) }
+for i, op in ipairs(ops) do
+  local name, key = op[1], KEYS[op[2]]
+  if name == 'W' and states[i] then
+    local limit, window_ms = tonumber(op[3]), tonumber(op[4])
+    local state = states[i]
+    if state.log then log_add(key, window_ms) else bucket_add(key, window_ms, state) end
+    out[#out + 1] = i; out[#out + 1] = limit - state.count - 1
+  elseif name == 'D' then
+    local limit = tonumber(op[3])
+    local count = day_get(key, op[4])
+    day_incr(key, op[4])
+    out[#out + 1] = i; out[#out + 1] = limit - count - 1
+  elseif name == 'T' then
+    day_incr(key, op[3])
+  elseif name == 'S' then
+    redis.call('SET', key, int(now_ms) .. '|' .. op[4], 'PX', op[3])
+  elseif name == 'U' then
+    local value = redis.call('GET', key)
+    if value then
+      local sep = string.find(value, '|', 1, true)
+      redis.call('SET', key, string.sub(value, 1, sep - 1) .. '|' .. op[4], 'KEEPTTL')
+    elseif op[4] == '1' then
+      redis.call('SET', key, '0|1', 'PX', op[3])
+    end
+  end
+end
+return out
