@@ -69,7 +69,10 @@ def _change(parser: argparse.ArgumentParser, ttl: bool = True) -> None:
 def add_admin_commands(commands: Any) -> None:
     admin = commands.add_parser(
         "admin", help="operations and risk controls (talks to the admin port)",
-        description="Change and inspect account and symbol states on a running gateway.",
+        description=(
+            "Change and inspect account and symbol states and behavioural limits "
+            "on a running gateway."
+        ),
     )  # fmt: skip
     _common(admin, "--admin-addr", "ADMIN_ADDR", "127.0.0.1:50052")
     verbs = admin.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -106,6 +109,10 @@ def add_admin_commands(commands: Any) -> None:
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--page-token", default="")
     p.set_defaults(call=_restrictions)
+
+    from gateway.counters.cli import add_limit_commands
+
+    add_limit_commands(verbs)
 
     admin.set_defaults(handler=_run_admin)
 

@@ -18,9 +18,9 @@ def counting_subject(account_id: str) -> str:
     return f"acct:{account_id}"
 
 
-def rate_key(subject: str, kind: LimitKind, window_ms: int) -> str:
-    """One sliding window of one rate cap."""
-    return f"{PREFIX}:{{{subject}}}:rate:{kind.value}:{window_ms}"
+def rate_key(subject: str, kind: LimitKind, window_ms: int, bucketed: bool = False) -> str:
+    """One sliding window of one rate cap (a log and a bucketed window never share a key)."""
+    return f"{PREFIX}:{{{subject}}}:rate:{kind.value}:{window_ms}:{'b' if bucketed else 'log'}"
 
 
 def day_key(subject: str) -> str:

@@ -34,6 +34,11 @@ from gateway.validation import OrderCall
 
 ReferencePrice = Callable[[str], Decimal | None]
 
+#: Windows with a limit up to this are kept as a sliding log (exact, one entry
+#: per call in the window); larger ones in BUCKETS sub-windows (bounded memory).
+LOG_MAX = 1000
+#: Sub-windows of a bucketed window (mirrors ``BUCKETS`` in counters.lua).
+BUCKETS = 500
 #: Extra life of a resting-time record beyond the resting time itself.
 RECORD_MARGIN_MS = 1000
 DAY = "day"
@@ -76,7 +81,9 @@ class CounterPlan:
 
     @property
     def empty(self) -> bool:
-        return not self.ops
+        """Nothing to check, consume or remember (a plan with only a record still runs,
+        for the admission time)."""
+        return not self.ops and self.record is None
 
     def args(self) -> list[str]:
         return [field for op in self.ops for field in op]
@@ -206,9 +213,10 @@ def _windows(
 ) -> None:
     for sourced in limits.rate(kind):
         window = sourced.value
+        bucketed = window.limit > LOG_MAX
         b.op(
-            "W",
-            b.key(rate_key(subject, kind, window.window_ms)),
+            "B" if bucketed else "W",
+            b.key(rate_key(subject, kind, window.window_ms, bucketed)),
             str(window.limit),
             str(window.window_ms),
             "L" if only_if_large else "",

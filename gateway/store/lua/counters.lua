@@ -15,24 +15,25 @@
 --   O  -, order-id record key index or 0, client-id record key index or 0
 --        read what is remembered of the order (admission ms, large flag)
 --   M  -, min resting ms                  refuse if the order is younger
---   W  key, limit, window ms, "" or "L"   sliding window ("L": only for a
---                                          large order, as remembered)
+--   W  key, limit, window ms, "" or "L"   sliding window, kept as a log ("L":
+--                                          only for a large order, as remembered)
+--   B  key, limit, window ms, "" or "L"   sliding window, kept in buckets
 --   D  key, limit, field                  daily cap on a field of the day hash
 --   R  key, min orders, ratio num, den    cancels/orders ratio (day hash)
 --   T  key, field                         on accept: add 1 to a day field
 --   S  key, ttl ms, large "0"/"1"         on accept: remember this order
 --   U  key, ttl ms, large "0"/"1"         on accept: update (or create) a record
 --
--- Windows: up to LOG_MAX a sliding log (a sorted set of admission times in
--- microseconds: exact); above it BUCKETS sub-windows in a hash (never more
--- than the limit in any window; may refuse up to two buckets early).
+-- Windows (the caller picks; see gateway/counters/plan.py): W, a sliding log,
+-- a sorted set of admission times in microseconds (exact; memory grows with
+-- the limit); B, BUCKETS sub-windows in a hash (never more than the limit in
+-- any window; may refuse up to two buckets early; memory bounded).
 --
 -- Returns { status, now_us, ... } where status is
---   1 accepted: then pairs  { op index, remaining }  for every W and D op
+--   1 accepted: then pairs  { op index, remaining }  for every W, B and D op
 --   0 refused:  then quads  { op index, count, limit, delay ms } per failed check
 --   2 peek:     then quads  { op index, count, limit, delay ms or 0 } per check
 
-local LOG_MAX = 1000
 local BUCKETS = 500
 local DAY_MS = 86400000
 local HOUR_MS = 3600000
@@ -209,7 +210,8 @@ local function day_incr(key, field)
     day_reset[key] = true
   end
   redis.call('HINCRBY', key, field, 1)
-  redis.call('PEXPIREAT', key, int(day_end_ms + HOUR_MS))
+  -- Relative, so a pinned clock (tests) expires keys like the real one.
+  redis.call('PEXPIRE', key, int(day_end_ms + HOUR_MS - now_ms))
 end
 
 -- ---------------------------------------------------------------------------
@@ -247,11 +249,11 @@ for i, op in ipairs(ops) do
       checks[#checks + 1] = { i, age, min_ms, bad and (rec_ms + min_ms - now_ms) or 0, bad }
       failed = failed or bad
     end
-  elseif name == 'W' then
+  elseif name == 'W' or name == 'B' then
     if op[5] ~= 'L' or rec_large then
       local limit, window_ms = tonumber(op[3]), tonumber(op[4])
       local count, delay, state
-      if limit <= LOG_MAX then
+      if name == 'W' then
         count = log_count(key, window_ms)
         state = { log = true, count = count }
       else
@@ -307,7 +309,7 @@ end
 out = { 1, int(now_us) }
 for i, op in ipairs(ops) do
   local name, key = op[1], KEYS[op[2]]
-  if name == 'W' and states[i] then
+  if (name == 'W' or name == 'B') and states[i] then
     local limit, window_ms = tonumber(op[3]), tonumber(op[4])
     local state = states[i]
     if state.log then log_add(key, window_ms) else bucket_add(key, window_ms, state) end
