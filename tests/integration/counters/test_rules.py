@@ -86,7 +86,7 @@ async def test_large_orders_at_the_threshold_and_their_cancels(harness: Harness)
                 "large_order_rate": "1/1s",
                 "large_cancel_rate": "1/1s",
             },
-        }  # fmt: skip
+        }
     )
     admitted(await harness.place(qty="9.99"))  # 999: not large
     admitted(await harness.place(qty="10", client_order_id="big-1"))  # 1000: large
@@ -202,7 +202,7 @@ async def test_refused_call_changes_nothing(harness: Harness) -> None:
                 "daily_open": "10",
                 "cancel_ratio": "min_orders=1,max_ratio=1",
             }
-        }  # fmt: skip
+        }
     )
     admitted(await harness.place(client_order_id="a"))
     admitted(await harness.place(client_order_id="b"))
@@ -231,7 +231,7 @@ async def test_all_keys_of_a_call_share_one_slot_and_expire(harness: Harness) ->
                 "cancel_ratio": "min_orders=5,max_ratio=1",
                 "min_resting": "1ms",
             }
-        }  # fmt: skip
+        }
     )
     admitted(await harness.place(client_order_id="c1", accept_as="X-1"))
     harness.clock.advance_ms(5)
