@@ -128,7 +128,9 @@ async def test_admin_limits_lifecycle(deployment: Deployment) -> None:
     assert rows[("LIMIT_KIND_DAILY_OPEN", "day")].counted == "product:spot"
     assert rows[("LIMIT_KIND_DAILY_OPEN", "day")].current == 1
     assert rows[("LIMIT_KIND_CANCEL_RATIO", "day")].counted == "orders=1"
-    bob = await admin.GetEffectiveLimits(apb.GetEffectiveLimitsRequest(account_id="bob", symbol="BTC-USDT"))
+    bob = await admin.GetEffectiveLimits(
+        apb.GetEffectiveLimitsRequest(account_id="bob", symbol="BTC-USDT")
+    )
     assert "LIMIT_KIND_ORDER_RATE" not in {apb.LimitKind.Name(x.kind) for x in bob.limits}
 
     listed = await admin.ListLimitOverrides(apb.ListLimitOverridesRequest())
@@ -214,8 +216,7 @@ async def test_interceptor_adds_to_the_servicers_trailers(redis_url: str) -> Non
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        from gateway.counters.limits import DEFAULT_SCOPE, LimitKind, parse_value
-        from gateway.counters.limits import CounterPolicy
+        from gateway.counters.limits import DEFAULT_SCOPE, CounterPolicy, LimitKind, parse_value
 
         keeper.counters.resolver.set_policy(CounterPolicy(tables={DEFAULT_SCOPE: {
             LimitKind.ORDER_RATE: parse_value(LimitKind.ORDER_RATE, "5/1s")}}))  # fmt: skip
@@ -227,4 +228,3 @@ async def test_interceptor_adds_to_the_servicers_trailers(redis_url: str) -> Non
     finally:
         await server.stop(0)
         await keeper.close()
-

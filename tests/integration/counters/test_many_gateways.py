@@ -66,7 +66,9 @@ async def test_cap_holds_across_four_gateways(redis_url: str, tmp_path: pathlib.
 
     redis = aioredis.Redis.from_url(redis_url)
     log_key = rate_key(counting_subject("hammer"), LimitKind.ORDER_RATE, 60_000)
-    admitted = sorted(int(score) for _, score in await redis.zrange(log_key, 0, -1, withscores=True))
+    admitted = sorted(
+        int(score) for _, score in await redis.zrange(log_key, 0, -1, withscores=True)
+    )
     await redis.aclose()
     assert len(admitted) == accepted
 
@@ -108,9 +110,7 @@ async def _hammer(clients: list[Clients]) -> tuple[int, list[int]]:
             else:
                 accepted += 1
 
-    await asyncio.gather(
-        *(worker(c, n) for c in clients for n in range(TASKS_PER_GATEWAY))
-    )
+    await asyncio.gather(*(worker(c, n) for c in clients for n in range(TASKS_PER_GATEWAY)))
     return accepted, refused_at
 
 
