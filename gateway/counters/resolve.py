@@ -6,8 +6,9 @@ later layer replaces a scalar limit (``large_notional``, ``daily_open``,
 ``cancel_ratio``, ``min_resting``) and, for rate caps, the windows of the same
 length (so a symbol can tighten ``1s`` and keep the default's ``1d``).
 
-Results are cached per (account, symbol) and dropped whenever the policy or
-the overrides change, or an override's TTL runs out.
+Results are cached per symbol (and per account for the few accounts with
+limits of their own) and dropped whenever the policy or the overrides change,
+or an override's TTL runs out.
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ class LimitResolver:
 
     def effective(self, account_id: str, symbol: str, now_ms: int) -> EffectiveLimits:
         self._refresh(now_ms)
+        # Most accounts have no limits of their own: they share one entry per symbol.
+        own = ScopeRef(Scope.ACCOUNT, account_id)
+        if own not in self._overrides and own not in self._policy.tables:
+            account_id = ""
         cache_key = (account_id, symbol)
         found = self._cache.get(cache_key)
         if found is None:
@@ -170,7 +175,8 @@ class LimitResolver:
         if spec is not None and spec.product:
             refs.append(ScopeRef(Scope.PRODUCT, spec.product))
         refs.append(ScopeRef(Scope.SYMBOL, symbol))
-        refs.append(ScopeRef(Scope.ACCOUNT, account_id))
+        if account_id:
+            refs.append(ScopeRef(Scope.ACCOUNT, account_id))
 
         windows: dict[LimitKind, dict[int, Sourced[Window]]] = {}
         scalars: dict[LimitKind, Sourced[LimitValue]] = {}

@@ -135,3 +135,17 @@ def test_setting_in_two_files_is_refused(tmp_path: pathlib.Path) -> None:
     (tmp_path / "b.toml").write_text('[counters]\nday_start = "01:00"\n')
     with pytest.raises(PolicyError, match="set in two files"):
         load_policy(tmp_path)
+
+
+def test_the_commented_example_in_the_shipped_file_is_valid(tmp_path: pathlib.Path) -> None:
+    text = (ROOT / "limits" / "default.toml").read_text()
+    example = text.split("# Behavioural limits", 1)[1].splitlines()
+    body = "\n".join(
+        line[2:] for line in example if line.startswith("# ") and ("=" in line or "[" in line[2:3])
+    )
+    (tmp_path / "default.toml").write_text(text)
+    (tmp_path / "example.toml").write_text(body)
+    counters = load_policy(tmp_path).counters
+    assert len(counters.tables) == 4 and counters.timeout_ms == 500
+    # As shipped, nothing is in force.
+    assert load_policy(ROOT / "limits").counters.empty
