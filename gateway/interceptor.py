@@ -65,8 +65,8 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             verdict.accepted(response)
             if verdict.metadata:
                 # Added to, never replacing, what the servicer set.
-                mine = tuple(context.trailing_metadata() or ())
-                context.set_trailing_metadata(mine + verdict.metadata)
+                servicers = tuple(context.trailing_metadata() or ())
+                context.set_trailing_metadata(servicers + verdict.metadata)
             return response
 
         return guarded
