@@ -54,6 +54,18 @@ def _common(parser: argparse.ArgumentParser, addr_flag: str, env: str, default: 
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
+def _verb(verbs: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A verb that also takes ``--json`` after its own arguments."""
+    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON instead of tables",
+    )
+    return parser
+
+
 def _change(parser: argparse.ArgumentParser, ttl: bool = True) -> None:
     parser.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     parser.add_argument(
@@ -74,23 +86,23 @@ def add_admin_commands(commands: Any) -> None:
     _common(admin, "--admin-addr", "ADMIN_ADDR", "127.0.0.1:50052")
     verbs = admin.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("set-account", help="set an account's state")
+    p = _verb(verbs, "set-account", help="set an account's state")
     p.add_argument("account_id")
     p.add_argument("state", choices=sorted(_ACCOUNT_STATES))
     _change(p)
     p.set_defaults(call=_set_account)
 
-    p = verbs.add_parser("show-account", help="show an account's state")
+    p = _verb(verbs, "show-account", help="show an account's state")
     p.add_argument("account_id")
     p.set_defaults(call=_show_account)
 
-    p = verbs.add_parser("set-symbol", help="set a symbol's trading status")
+    p = _verb(verbs, "set-symbol", help="set a symbol's trading status")
     p.add_argument("symbol")
     p.add_argument("status", choices=sorted(_SYMBOL_STATUSES))
     _change(p)
     p.set_defaults(call=_set_symbol)
 
-    p = verbs.add_parser("upsert-symbol", help="create or change a symbol's definition")
+    p = _verb(verbs, "upsert-symbol", help="create or change a symbol's definition")
     p.add_argument("symbol")
     p.add_argument("--product", required=True, help='e.g. "spot", "perpetual"')
     p.add_argument("--base", required=True, help="base asset, e.g. BTC")
@@ -98,11 +110,11 @@ def add_admin_commands(commands: Any) -> None:
     _change(p, ttl=False)
     p.set_defaults(call=_upsert_symbol)
 
-    p = verbs.add_parser("show-symbol", help="show a symbol's definition and status")
+    p = _verb(verbs, "show-symbol", help="show a symbol's definition and status")
     p.add_argument("symbol")
     p.set_defaults(call=_show_symbol)
 
-    p = verbs.add_parser("restrictions", help="list restricted accounts and symbols")
+    p = _verb(verbs, "restrictions", help="list restricted accounts and symbols")
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--page-token", default="")
     p.set_defaults(call=_restrictions)
@@ -118,7 +130,7 @@ def add_order_commands(commands: Any) -> None:
     _common(order, "--addr", "ADDR", "127.0.0.1:50051")
     verbs = order.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("place", help="place an order")
+    p = _verb(verbs, "place", help="place an order")
     p.add_argument("--account", required=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--side", required=True, choices=["buy", "sell"])
@@ -131,14 +143,14 @@ def add_order_commands(commands: Any) -> None:
     p.add_argument("--client-order-id", default="")
     p.set_defaults(call=_place)
 
-    p = verbs.add_parser("cancel", help="cancel an order")
+    p = _verb(verbs, "cancel", help="cancel an order")
     p.add_argument("--account", required=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--order-id", default="")
     p.add_argument("--client-order-id", default="")
     p.set_defaults(call=_cancel)
 
-    p = verbs.add_parser("amend", help="change a resting order's quantity and/or price")
+    p = _verb(verbs, "amend", help="change a resting order's quantity and/or price")
     p.add_argument("--account", required=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--order-id", default="")
