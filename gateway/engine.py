@@ -7,8 +7,8 @@ lifecycle, so embedding the gateway in an exchange's server is two calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -16,11 +16,16 @@ from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.checks import Check, account_state_check, symbol_state_check
+from gateway.model import Channel
 from gateway.policy import Policy
 from gateway.reasons import Denial, FieldViolation, invalid
+from gateway.refprice import ExecutionPriceFollower
+from gateway.sanity import order_sanity_checks
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
-from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_place
+from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
+
+Metadata = Iterable[tuple[str, str | bytes]]
 
 ORDER_ENTRY_SERVICE = "pretrade.v1.OrderEntry"
 
@@ -71,24 +76,37 @@ class PreTradeEngine:
                 return denial
         return None
 
-    async def screen(self, method: OrderMethod, request: Any) -> Denial | None:
-        """Validate a parsed request and decide on it."""
+    async def screen(
+        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+    ) -> Denial | None:
+        """Validate a parsed request (and its call metadata) and decide on it."""
         call = method.parse(request)
         if isinstance(call, Denial):
             return call
+        channel = parse_channel(metadata)
+        if isinstance(channel, Denial):
+            return channel
+        if channel is not Channel.PROGRAM:
+            call = replace(call, channel=channel)
         return self.check_local(call)
 
-    async def screen_bytes(self, method: OrderMethod, raw: bytes) -> Denial | None:
+    async def screen_bytes(
+        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+    ) -> Denial | None:
         """Like :meth:`screen` for a request still in wire form (the proxy's case)."""
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
             return invalid(FieldViolation("request", "not a valid protobuf message"))
-        return await self.screen(method, request)
+        return await self.screen(method, request, metadata)
 
 
 def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
-    return (account_state_check(snapshot), symbol_state_check(snapshot))
+    return (
+        account_state_check(snapshot),
+        symbol_state_check(snapshot),
+        *order_sanity_checks(snapshot),
+    )
 
 
 class Gatekeeper:
@@ -103,11 +121,12 @@ class Gatekeeper:
     def __init__(self, redis: Redis, follower_redis: Redis, policy: Policy) -> None:
         self.redis = redis
         self.policy = policy
-        self.snapshot = Snapshot(policy.symbols)
+        self.snapshot = Snapshot(policy.symbols, policy.products)
         self.flags = FlagStore(redis)
         self.engine = PreTradeEngine(self.snapshot)
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
+        self.price_followers: list[ExecutionPriceFollower] = []
 
     @classmethod
     async def open(cls, redis_url: str, policy: Policy) -> Gatekeeper:
@@ -121,9 +140,27 @@ class Gatekeeper:
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
-        self.snapshot.set_policy_specs(policy.symbols)
+        self.snapshot.set_policy_specs(policy.symbols, policy.products)
+
+    def follow_executions(self, target: str) -> ExecutionPriceFollower:
+        """Take reference prices from the trades on ``target``'s ``ExecutionFeed``
+        (``host:port``), in a background task that reconnects until :meth:`close`.
+
+        The proxy does this for its upstream; an embedding exchange passes its own
+        feed's address, or pushes prices with ``snapshot.trade_prices.observe``.
+        """
+        follower = ExecutionPriceFollower(target, self.snapshot.trade_prices)
+        follower.start()
+        self.price_followers.append(follower)
+        return follower
+
+    async def stop_following_executions(self) -> None:
+        for price_follower in self.price_followers:
+            await price_follower.stop()
+        self.price_followers.clear()
 
     async def close(self) -> None:
+        await self.stop_following_executions()
         await self.follower.stop()
         await self._close_clients()
 

@@ -54,7 +54,7 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         screen = self._engine.screen
 
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            denial = await screen(method, request)
+            denial = await screen(method, request, context.invocation_metadata())
             if denial is not None:
                 status = to_grpc_status(denial)
                 await context.abort(status.code, status.details, status.trailing_metadata)

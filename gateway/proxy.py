@@ -55,7 +55,7 @@ class OrderEntryProxy:
         screen_bytes = self._engine.screen_bytes
 
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
-            denial = await screen_bytes(method, raw)
+            denial = await screen_bytes(method, raw, context.invocation_metadata())
             if denial is not None:
                 status = to_grpc_status(denial)
                 await context.abort(status.code, status.details, status.trailing_metadata)

@@ -23,50 +23,67 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pretrade/v1/admin.proto\x12\x0bpretrade.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.AccountState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\nSymbolSpec\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0f\n\x07product\x18\x02 \x01(\t\x12\x12\n\nbase_asset\x18\x03 \x01(\t\x12\x13\n\x0bquote_asset\x18\x04 \x01(\t\"\x8a\x02\n\x06Symbol\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.pretrade.v1.SymbolSpec\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.SymbolStatus\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12\x14\n\x0cstatus_actor\x18\x04 \x01(\t\x12\x35\n\x11status_updated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11status_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bspec_source\x18\x07 \x01(\t\"\x9d\x01\n\x16SetAccountStateRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.AccountState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"s\n\x17SetAccountStateResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.pretrade.v1.Account\x12\x31\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.AccountState\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\";\n\x12GetAccountResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.pretrade.v1.Account\"\x9a\x01\n\x16SetSymbolStatusRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.SymbolStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"r\n\x17SetSymbolStatusResponse\x12#\n\x06symbol\x18\x01 \x01(\x0b\x32\x13.pretrade.v1.Symbol\x12\x32\n\x0fprevious_status\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.SymbolStatus\"[\n\x13UpsertSymbolRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.pretrade.v1.SymbolSpec\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\"L\n\x14UpsertSymbolResponse\x12#\n\x06symbol\x18\x01 \x01(\x0b\x32\x13.pretrade.v1.Symbol\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x10GetSymbolRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"8\n\x11GetSymbolResponse\x12#\n\x06symbol\x18\x01 \x01(\x0b\x32\x13.pretrade.v1.Symbol\"@\n\x17ListRestrictionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x81\x01\n\x18ListRestrictionsResponse\x12&\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x14.pretrade.v1.Account\x12$\n\x07symbols\x18\x02 \x03(\x0b\x32\x13.pretrade.v1.Symbol\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t*\x9f\x01\n\x0c\x41\x63\x63ountState\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43\x43OUNT_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_REDUCE_ONLY\x10\x02\x12\x18\n\x14\x41\x43\x43OUNT_STATE_FROZEN\x10\x03\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_DEACTIVATED\x10\x04*\x9d\x01\n\x0cSymbolStatus\x12\x1d\n\x19SYMBOL_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SYMBOL_STATUS_TRADING\x10\x01\x12\x18\n\x14SYMBOL_STATUS_HALTED\x10\x02\x12\x1d\n\x19SYMBOL_STATUS_REDUCE_ONLY\x10\x03\x12\x1a\n\x16SYMBOL_STATUS_DELISTED\x10\x04\x32\x94\x04\n\x05\x41\x64min\x12\\\n\x0fSetAccountState\x12#.pretrade.v1.SetAccountStateRequest\x1a$.pretrade.v1.SetAccountStateResponse\x12M\n\nGetAccount\x12\x1e.pretrade.v1.GetAccountRequest\x1a\x1f.pretrade.v1.GetAccountResponse\x12\\\n\x0fSetSymbolStatus\x12#.pretrade.v1.SetSymbolStatusRequest\x1a$.pretrade.v1.SetSymbolStatusResponse\x12S\n\x0cUpsertSymbol\x12 .pretrade.v1.UpsertSymbolRequest\x1a!.pretrade.v1.UpsertSymbolResponse\x12J\n\tGetSymbol\x12\x1d.pretrade.v1.GetSymbolRequest\x1a\x1e.pretrade.v1.GetSymbolResponse\x12_\n\x10ListRestrictions\x12$.pretrade.v1.ListRestrictionsRequest\x1a%.pretrade.v1.ListRestrictionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pretrade/v1/admin.proto\x12\x0bpretrade.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x01\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.AccountState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eleverage_limit\x18\x14 \x01(\x0b\x32\x1a.pretrade.v1.LeverageLimit\"U\n\x0fLeverageBracket\x12\x16\n\x0enotional_floor\x18\x01 \x01(\t\x12\x14\n\x0cnotional_cap\x18\x02 \x01(\t\x12\x14\n\x0cmax_leverage\x18\x03 \x01(\r\"\xd4\x01\n\rLeverageLimit\x12\x14\n\x0cmax_leverage\x18\x01 \x01(\r\x12.\n\x08\x62rackets\x18\x02 \x03(\x0b\x32\x1c.pretrade.v1.LeverageBracket\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x02\n\x0eReferencePrice\x12\r\n\x05price\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61ge_ms\x18\x04 \x01(\x04\x12\r\n\x05stale\x18\x05 \x01(\x08\x12\x12\n\nmax_age_ms\x18\x06 \x01(\x04\x12\x34\n\x0fstale_reference\x18\x07 \x01(\x0e\x32\x1b.pretrade.v1.StaleReference\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eupstream_price\x18\x0b \x01(\t\x12\x38\n\x14upstream_observed_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x04\n\nSymbolSpec\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0f\n\x07product\x18\x02 \x01(\t\x12\x12\n\nbase_asset\x18\x03 \x01(\t\x12\x13\n\x0bquote_asset\x18\x04 \x01(\t\x12\x11\n\ttick_size\x18\x05 \x01(\t\x12\x10\n\x08lot_size\x18\x06 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x07 \x01(\t\x12\x14\n\x0cmax_quantity\x18\x08 \x01(\t\x12\x14\n\x0cmin_notional\x18\t \x01(\t\x12\x14\n\x0cmax_notional\x18\n \x01(\t\x12\x17\n\x0f\x62\x61nd_buy_up_pct\x18\x0b \x01(\t\x12\x19\n\x11\x62\x61nd_buy_down_pct\x18\x0c \x01(\t\x12\x18\n\x10\x62\x61nd_sell_up_pct\x18\r \x01(\t\x12\x1a\n\x12\x62\x61nd_sell_down_pct\x18\x0e \x01(\t\x12\x14\n\x0cmax_leverage\x18\x0f \x01(\r\x12\x37\n\x11leverage_brackets\x18\x10 \x03(\x0b\x32\x1c.pretrade.v1.LeverageBracket\x12\x1c\n\x14reference_max_age_ms\x18\x11 \x01(\x04\x12\x34\n\x0fstale_reference\x18\x12 \x01(\x0e\x32\x1b.pretrade.v1.StaleReference\x12!\n\x19program_trading_forbidden\x18\x13 \x01(\x08\"\x9a\x03\n\x06Symbol\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.pretrade.v1.SymbolSpec\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.SymbolStatus\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12\x14\n\x0cstatus_actor\x18\x04 \x01(\t\x12\x35\n\x11status_updated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11status_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bspec_source\x18\x07 \x01(\t\x12\x35\n\x11leverage_override\x18\x14 \x01(\x0b\x32\x1a.pretrade.v1.LeverageLimit\x12\x34\n\x0freference_price\x18\x15 \x01(\x0b\x32\x1b.pretrade.v1.ReferencePrice\x12!\n\x19program_trading_forbidden\x18\x16 \x01(\x08\"\x9d\x01\n\x16SetAccountStateRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.AccountState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"s\n\x17SetAccountStateResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.pretrade.v1.Account\x12\x31\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.AccountState\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\";\n\x12GetAccountResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.pretrade.v1.Account\"\x9a\x01\n\x16SetSymbolStatusRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.SymbolStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"r\n\x17SetSymbolStatusResponse\x12#\n\x06symbol\x18\x01 \x01(\x0b\x32\x13.pretrade.v1.Symbol\x12\x32\n\x0fprevious_status\x18\x02 \x01(\x0e\x32\x19.pretrade.v1.SymbolStatus\"\x8c\x01\n\x13UpsertSymbolRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.pretrade.v1.SymbolSpec\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"L\n\x14UpsertSymbolResponse\x12#\n\x06symbol\x18\x01 \x01(\x0b\x32\x13.pretrade.v1.Symbol\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x10GetSymbolRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\"8\n\x11GetSymbolResponse\x12#\n\x06symbol\x18\x01 \x01(\x0b\x32\x13.pretrade.v1.Symbol\"@\n\x17ListRestrictionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x81\x01\n\x18ListRestrictionsResponse\x12&\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x14.pretrade.v1.Account\x12$\n\x07symbols\x18\x02 \x03(\x0b\x32\x13.pretrade.v1.Symbol\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xe7\x01\n\x17SetLeverageLimitRequest\x12\x10\n\x06symbol\x18\x01 \x01(\tH\x00\x12\x14\n\naccount_id\x18\x02 \x01(\tH\x00\x12\x14\n\x0cmax_leverage\x18\x03 \x01(\r\x12.\n\x08\x62rackets\x18\x04 \x03(\x0b\x32\x1c.pretrade.v1.LeverageBracket\x12\r\n\x05\x63lear\x18\x05 \x01(\x08\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12&\n\x03ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06target\"s\n\x18SetLeverageLimitResponse\x12)\n\x05limit\x18\x01 \x01(\x0b\x32\x1a.pretrade.v1.LeverageLimit\x12,\n\x08previous\x18\x02 \x01(\x0b\x32\x1a.pretrade.v1.LeverageLimit\"\x8f\x01\n\x18SetReferencePriceRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12\r\n\x05\x63lear\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"Q\n\x19SetReferencePriceResponse\x12\x34\n\x0freference_price\x18\x01 \x01(\x0b\x32\x1b.pretrade.v1.ReferencePrice*\x9f\x01\n\x0c\x41\x63\x63ountState\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43\x43OUNT_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_REDUCE_ONLY\x10\x02\x12\x18\n\x14\x41\x43\x43OUNT_STATE_FROZEN\x10\x03\x12\x1d\n\x19\x41\x43\x43OUNT_STATE_DEACTIVATED\x10\x04*\x9d\x01\n\x0cSymbolStatus\x12\x1d\n\x19SYMBOL_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SYMBOL_STATUS_TRADING\x10\x01\x12\x18\n\x14SYMBOL_STATUS_HALTED\x10\x02\x12\x1d\n\x19SYMBOL_STATUS_REDUCE_ONLY\x10\x03\x12\x1a\n\x16SYMBOL_STATUS_DELISTED\x10\x04*s\n\x0eStaleReference\x12\x1f\n\x1bSTALE_REFERENCE_UNSPECIFIED\x10\x00\x12!\n\x1dSTALE_REFERENCE_REFUSE_MARKET\x10\x01\x12\x1d\n\x19STALE_REFERENCE_SKIP_BAND\x10\x02\x32\xd9\x05\n\x05\x41\x64min\x12\\\n\x0fSetAccountState\x12#.pretrade.v1.SetAccountStateRequest\x1a$.pretrade.v1.SetAccountStateResponse\x12M\n\nGetAccount\x12\x1e.pretrade.v1.GetAccountRequest\x1a\x1f.pretrade.v1.GetAccountResponse\x12\\\n\x0fSetSymbolStatus\x12#.pretrade.v1.SetSymbolStatusRequest\x1a$.pretrade.v1.SetSymbolStatusResponse\x12S\n\x0cUpsertSymbol\x12 .pretrade.v1.UpsertSymbolRequest\x1a!.pretrade.v1.UpsertSymbolResponse\x12J\n\tGetSymbol\x12\x1d.pretrade.v1.GetSymbolRequest\x1a\x1e.pretrade.v1.GetSymbolResponse\x12_\n\x10ListRestrictions\x12$.pretrade.v1.ListRestrictionsRequest\x1a%.pretrade.v1.ListRestrictionsResponse\x12_\n\x10SetLeverageLimit\x12$.pretrade.v1.SetLeverageLimitRequest\x1a%.pretrade.v1.SetLeverageLimitResponse\x12\x62\n\x11SetReferencePrice\x12%.pretrade.v1.SetReferencePriceRequest\x1a&.pretrade.v1.SetReferencePriceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pretrade.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNTSTATE']._serialized_start=1779
-  _globals['_ACCOUNTSTATE']._serialized_end=1938
-  _globals['_SYMBOLSTATUS']._serialized_start=1941
-  _globals['_SYMBOLSTATUS']._serialized_end=2098
-  _globals['_ACCOUNT']._serialized_start=106
-  _globals['_ACCOUNT']._serialized_end=304
-  _globals['_SYMBOLSPEC']._serialized_start=306
-  _globals['_SYMBOLSPEC']._serialized_end=392
-  _globals['_SYMBOL']._serialized_start=395
-  _globals['_SYMBOL']._serialized_end=661
-  _globals['_SETACCOUNTSTATEREQUEST']._serialized_start=664
-  _globals['_SETACCOUNTSTATEREQUEST']._serialized_end=821
-  _globals['_SETACCOUNTSTATERESPONSE']._serialized_start=823
-  _globals['_SETACCOUNTSTATERESPONSE']._serialized_end=938
-  _globals['_GETACCOUNTREQUEST']._serialized_start=940
-  _globals['_GETACCOUNTREQUEST']._serialized_end=979
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=981
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=1040
-  _globals['_SETSYMBOLSTATUSREQUEST']._serialized_start=1043
-  _globals['_SETSYMBOLSTATUSREQUEST']._serialized_end=1197
-  _globals['_SETSYMBOLSTATUSRESPONSE']._serialized_start=1199
-  _globals['_SETSYMBOLSTATUSRESPONSE']._serialized_end=1313
-  _globals['_UPSERTSYMBOLREQUEST']._serialized_start=1315
-  _globals['_UPSERTSYMBOLREQUEST']._serialized_end=1406
-  _globals['_UPSERTSYMBOLRESPONSE']._serialized_start=1408
-  _globals['_UPSERTSYMBOLRESPONSE']._serialized_end=1484
-  _globals['_GETSYMBOLREQUEST']._serialized_start=1486
-  _globals['_GETSYMBOLREQUEST']._serialized_end=1520
-  _globals['_GETSYMBOLRESPONSE']._serialized_start=1522
-  _globals['_GETSYMBOLRESPONSE']._serialized_end=1578
-  _globals['_LISTRESTRICTIONSREQUEST']._serialized_start=1580
-  _globals['_LISTRESTRICTIONSREQUEST']._serialized_end=1644
-  _globals['_LISTRESTRICTIONSRESPONSE']._serialized_start=1647
-  _globals['_LISTRESTRICTIONSRESPONSE']._serialized_end=1776
-  _globals['_ADMIN']._serialized_start=2101
-  _globals['_ADMIN']._serialized_end=2633
+  _globals['_ACCOUNTSTATE']._serialized_start=3736
+  _globals['_ACCOUNTSTATE']._serialized_end=3895
+  _globals['_SYMBOLSTATUS']._serialized_start=3898
+  _globals['_SYMBOLSTATUS']._serialized_end=4055
+  _globals['_STALEREFERENCE']._serialized_start=4057
+  _globals['_STALEREFERENCE']._serialized_end=4172
+  _globals['_ACCOUNT']._serialized_start=140
+  _globals['_ACCOUNT']._serialized_end=390
+  _globals['_LEVERAGEBRACKET']._serialized_start=392
+  _globals['_LEVERAGEBRACKET']._serialized_end=477
+  _globals['_LEVERAGELIMIT']._serialized_start=480
+  _globals['_LEVERAGELIMIT']._serialized_end=692
+  _globals['_REFERENCEPRICE']._serialized_start=695
+  _globals['_REFERENCEPRICE']._serialized_end=1057
+  _globals['_SYMBOLSPEC']._serialized_start=1060
+  _globals['_SYMBOLSPEC']._serialized_end=1575
+  _globals['_SYMBOL']._serialized_start=1578
+  _globals['_SYMBOL']._serialized_end=1988
+  _globals['_SETACCOUNTSTATEREQUEST']._serialized_start=1991
+  _globals['_SETACCOUNTSTATEREQUEST']._serialized_end=2148
+  _globals['_SETACCOUNTSTATERESPONSE']._serialized_start=2150
+  _globals['_SETACCOUNTSTATERESPONSE']._serialized_end=2265
+  _globals['_GETACCOUNTREQUEST']._serialized_start=2267
+  _globals['_GETACCOUNTREQUEST']._serialized_end=2306
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=2308
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=2367
+  _globals['_SETSYMBOLSTATUSREQUEST']._serialized_start=2370
+  _globals['_SETSYMBOLSTATUSREQUEST']._serialized_end=2524
+  _globals['_SETSYMBOLSTATUSRESPONSE']._serialized_start=2526
+  _globals['_SETSYMBOLSTATUSRESPONSE']._serialized_end=2640
+  _globals['_UPSERTSYMBOLREQUEST']._serialized_start=2643
+  _globals['_UPSERTSYMBOLREQUEST']._serialized_end=2783
+  _globals['_UPSERTSYMBOLRESPONSE']._serialized_start=2785
+  _globals['_UPSERTSYMBOLRESPONSE']._serialized_end=2861
+  _globals['_GETSYMBOLREQUEST']._serialized_start=2863
+  _globals['_GETSYMBOLREQUEST']._serialized_end=2897
+  _globals['_GETSYMBOLRESPONSE']._serialized_start=2899
+  _globals['_GETSYMBOLRESPONSE']._serialized_end=2955
+  _globals['_LISTRESTRICTIONSREQUEST']._serialized_start=2957
+  _globals['_LISTRESTRICTIONSREQUEST']._serialized_end=3021
+  _globals['_LISTRESTRICTIONSRESPONSE']._serialized_start=3024
+  _globals['_LISTRESTRICTIONSRESPONSE']._serialized_end=3153
+  _globals['_SETLEVERAGELIMITREQUEST']._serialized_start=3156
+  _globals['_SETLEVERAGELIMITREQUEST']._serialized_end=3387
+  _globals['_SETLEVERAGELIMITRESPONSE']._serialized_start=3389
+  _globals['_SETLEVERAGELIMITRESPONSE']._serialized_end=3504
+  _globals['_SETREFERENCEPRICEREQUEST']._serialized_start=3507
+  _globals['_SETREFERENCEPRICEREQUEST']._serialized_end=3650
+  _globals['_SETREFERENCEPRICERESPONSE']._serialized_start=3652
+  _globals['_SETREFERENCEPRICERESPONSE']._serialized_end=3733
+  _globals['_ADMIN']._serialized_start=4175
+  _globals['_ADMIN']._serialized_end=4904
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,14 @@ class AdminStub:
     UpsertSymbol: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpsertSymbolRequest, _admin_pb2.UpsertSymbolResponse]
     GetSymbol: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetSymbolRequest, _admin_pb2.GetSymbolResponse]
     ListRestrictions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListRestrictionsRequest, _admin_pb2.ListRestrictionsResponse]
+    SetLeverageLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetLeverageLimitRequest, _admin_pb2.SetLeverageLimitResponse]
+    """Lower leverage at run time: a symbol's cap and notional brackets, or one
+    account's cap. Every limit can only lower what the others allow.
+    """
+    SetReferencePrice: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetReferencePriceRequest, _admin_pb2.SetReferencePriceResponse]
+    """Pin a symbol's reference price (the price bands and market-order notional
+    use it) instead of the upstream's last trade, or remove the pin.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -59,6 +67,14 @@ class AdminAsyncStub(AdminStub):
     UpsertSymbol: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpsertSymbolRequest, _admin_pb2.UpsertSymbolResponse]  # type: ignore[assignment]
     GetSymbol: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetSymbolRequest, _admin_pb2.GetSymbolResponse]  # type: ignore[assignment]
     ListRestrictions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListRestrictionsRequest, _admin_pb2.ListRestrictionsResponse]  # type: ignore[assignment]
+    SetLeverageLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetLeverageLimitRequest, _admin_pb2.SetLeverageLimitResponse]  # type: ignore[assignment]
+    """Lower leverage at run time: a symbol's cap and notional brackets, or one
+    account's cap. Every limit can only lower what the others allow.
+    """
+    SetReferencePrice: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetReferencePriceRequest, _admin_pb2.SetReferencePriceResponse]  # type: ignore[assignment]
+    """Pin a symbol's reference price (the price bands and market-order notional
+    use it) instead of the upstream's last trade, or remove the pin.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Operations and risk staff's controls. Served on the gateway's admin port,
@@ -108,5 +124,25 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListRestrictionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListRestrictionsResponse, _abc.Awaitable[_admin_pb2.ListRestrictionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetLeverageLimit(
+        self,
+        request: _admin_pb2.SetLeverageLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetLeverageLimitResponse, _abc.Awaitable[_admin_pb2.SetLeverageLimitResponse]]:
+        """Lower leverage at run time: a symbol's cap and notional brackets, or one
+        account's cap. Every limit can only lower what the others allow.
+        """
+
+    @_abc_1.abstractmethod
+    def SetReferencePrice(
+        self,
+        request: _admin_pb2.SetReferencePriceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetReferencePriceResponse, _abc.Awaitable[_admin_pb2.SetReferencePriceResponse]]:
+        """Pin a symbol's reference price (the price bands and market-order notional
+        use it) instead of the upstream's last trade, or remove the pin.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -34,6 +34,27 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_SYMBOL_HALTED: _Reason.ValueType  # 6
     REASON_SYMBOL_REDUCE_ONLY: _Reason.ValueType  # 7
     REASON_SYMBOL_DELISTED: _Reason.ValueType  # 8
+    REASON_LEVERAGE_EXCEEDED: _Reason.ValueType  # 20
+    """Order sanity, leverage and channel (20-29: a block of its own so that
+    reasons added elsewhere never collide with these numbers).
+    The requested leverage is above the cap for the order's notional.
+    """
+    REASON_ORDER_QTY_OUT_OF_RANGE: _Reason.ValueType  # 21
+    """Quantity below the symbol's minimum or above its maximum."""
+    REASON_ORDER_NOTIONAL_OUT_OF_RANGE: _Reason.ValueType  # 22
+    """Notional (quantity x price, or x reference price for market orders)
+    below the symbol's minimum or above its maximum.
+    """
+    REASON_PRICE_TICK_INVALID: _Reason.ValueType  # 23
+    """Price not a multiple of the symbol's tick size."""
+    REASON_QTY_STEP_INVALID: _Reason.ValueType  # 24
+    """Quantity not a multiple of the symbol's lot size."""
+    REASON_PRICE_OUT_OF_BAND: _Reason.ValueType  # 25
+    """Limit price further from the reference price than the symbol's band allows."""
+    REASON_REFERENCE_PRICE_UNAVAILABLE: _Reason.ValueType  # 26
+    """No fresh reference price, and the symbol's policy refuses market orders then."""
+    REASON_PROGRAM_TRADING_FORBIDDEN: _Reason.ValueType  # 27
+    """A program (API) order on a product or symbol where program trading is forbidden."""
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -57,4 +78,25 @@ REASON_SYMBOL_UNKNOWN: Reason.ValueType  # 5
 REASON_SYMBOL_HALTED: Reason.ValueType  # 6
 REASON_SYMBOL_REDUCE_ONLY: Reason.ValueType  # 7
 REASON_SYMBOL_DELISTED: Reason.ValueType  # 8
+REASON_LEVERAGE_EXCEEDED: Reason.ValueType  # 20
+"""Order sanity, leverage and channel (20-29: a block of its own so that
+reasons added elsewhere never collide with these numbers).
+The requested leverage is above the cap for the order's notional.
+"""
+REASON_ORDER_QTY_OUT_OF_RANGE: Reason.ValueType  # 21
+"""Quantity below the symbol's minimum or above its maximum."""
+REASON_ORDER_NOTIONAL_OUT_OF_RANGE: Reason.ValueType  # 22
+"""Notional (quantity x price, or x reference price for market orders)
+below the symbol's minimum or above its maximum.
+"""
+REASON_PRICE_TICK_INVALID: Reason.ValueType  # 23
+"""Price not a multiple of the symbol's tick size."""
+REASON_QTY_STEP_INVALID: Reason.ValueType  # 24
+"""Quantity not a multiple of the symbol's lot size."""
+REASON_PRICE_OUT_OF_BAND: Reason.ValueType  # 25
+"""Limit price further from the reference price than the symbol's band allows."""
+REASON_REFERENCE_PRICE_UNAVAILABLE: Reason.ValueType  # 26
+"""No fresh reference price, and the symbol's policy refuses market orders then."""
+REASON_PROGRAM_TRADING_FORBIDDEN: Reason.ValueType  # 27
+"""A program (API) order on a product or symbol where program trading is forbidden."""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
