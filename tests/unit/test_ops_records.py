@@ -27,7 +27,9 @@ def test_versions_order_ops_records() -> None:
 def test_values_are_decoded_and_lapse() -> None:
     snap = Snapshot()
     snap.apply(FlagKind.REFERENCE_PRICE, "X", rec(1, expires_ms=100, price="64000.5"), 1)
-    snap.apply(FlagKind.SYMBOL_LEVERAGE, "X", rec(1, max_leverage="20", brackets="0,10,20;10,,5"), 1)
+    snap.apply(
+        FlagKind.SYMBOL_LEVERAGE, "X", rec(1, max_leverage="20", brackets="0,10,20;10,,5"), 1
+    )
     price = snap.ops_record(FlagKind.REFERENCE_PRICE, "X", 99)
     assert price is not None and price.value == Decimal("64000.5")
     assert snap.ops_record(FlagKind.REFERENCE_PRICE, "X", 100) is None

@@ -24,7 +24,11 @@ BRACKETS = (
 def test_shipped_policy_declares_realistic_limits() -> None:
     policy = load_policy(ROOT / "limits")
     btc = policy.symbols["BTC-USDT"].limits
-    assert (btc.tick_size, btc.lot_size, btc.max_leverage) == (Decimal("0.01"), Decimal("0.00001"), 1)
+    assert (btc.tick_size, btc.lot_size, btc.max_leverage) == (
+        Decimal("0.01"),
+        Decimal("0.00001"),
+        1,
+    )
     perp = policy.symbols["BTC-USDT-PERP"].limits
     assert perp.max_leverage == 125 and perp.leverage_brackets[0].max_leverage == 125
     assert perp.leverage_brackets[-1].max_leverage == 1
@@ -39,7 +43,9 @@ def test_limits_and_products_load(tmp_path: pathlib.Path) -> None:
     path.write_text(
         '[[product]]\nproduct = "perp"\nprogram_trading_forbidden = true\n'
         'reference_max_age_ms = 5000\nstale_reference = "skip_band"\n\n'
-        + HEAD + 'tick_size = "0.5"\nmax_leverage = 50\n' + BRACKETS
+        + HEAD
+        + 'tick_size = "0.5"\nmax_leverage = 50\n'
+        + BRACKETS
     )
     policy = load_policy(path)
     limits = policy.symbols["X-PERP"].limits
