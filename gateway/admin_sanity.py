@@ -374,7 +374,11 @@ def _limit_proto(limit: LeverageLimit, record: OpsRecord[Any]) -> apb.LeverageLi
 def _leverage_view(kind: FlagKind, fields: Mapping[str, str] | None) -> apb.LeverageLimit | None:
     if not fields:
         return None
-    record = OPS_DECODERS[kind](fields)
+    try:
+        record = OPS_DECODERS[kind](fields)
+    except (KeyError, ValueError):
+        log.error("admin.unreadable_record", kind=kind.value, fields=dict(fields))
+        return None
     if not record.in_force(now_ms()):
         return None
     value = record.value

@@ -145,6 +145,9 @@ class ExecutionPriceFollower:
                         error=exc.details(),
                     )
                 failing = True
+            except Exception as exc:  # a bug or odd reply must not end the feed for good
+                log.error("price_feed.error", upstream=self._target, error=repr(exc))
+                failing = True
             self.connected.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
