@@ -385,25 +385,29 @@ _DECIMAL_LIMITS = (
     ("--max-qty", "max_quantity", "largest quantity"),
     ("--min-notional", "min_notional", "smallest quantity x price"),
     ("--max-notional", "max_notional", "largest quantity x price"),
-    ("--band-buy-up", "band_buy_up_pct", "a buy at most this % above the reference"),
-    ("--band-buy-down", "band_buy_down_pct", "a buy at most this % below the reference"),
-    ("--band-sell-up", "band_sell_up_pct", "a sell at most this % above the reference"),
-    ("--band-sell-down", "band_sell_down_pct", "a sell at most this % below the reference"),
+    ("--band-buy-up", "band_buy_up_pct", "a buy at most this %% above the reference"),
+    ("--band-buy-down", "band_buy_down_pct", "a buy at most this %% below the reference"),
+    ("--band-sell-up", "band_sell_up_pct", "a sell at most this %% above the reference"),
+    ("--band-sell-down", "band_sell_down_pct", "a sell at most this %% below the reference"),
 )
 _STALE = {"inherit": 0, "refuse_market": 1, "skip_band": 2}
 
 
 def _limit_flags(parser: argparse.ArgumentParser) -> None:
     for flag, name, help_ in _DECIMAL_LIMITS:
-        parser.add_argument(flag, dest=f"limit_{name}", default=None, help=help_)
-    parser.add_argument("--max-leverage", dest="limit_max_leverage", type=int, default=None)
+        metavar = "PCT" if name.endswith("_pct") else "DECIMAL"
+        parser.add_argument(flag, dest=f"limit_{name}", default=None, metavar=metavar, help=help_)
+    parser.add_argument(
+        "--max-leverage", dest="limit_max_leverage", type=int, default=None, metavar="N",
+        help="flat leverage cap (0: none)",
+    )  # fmt: skip
     parser.add_argument(
         "--bracket", dest="limit_leverage_brackets", action="append", default=None,
         metavar="FLOOR:CAP:LEV", help="leverage bracket row (repeat in order)",
     )  # fmt: skip
     parser.add_argument("--no-brackets", action="store_true", help="remove the leverage brackets")
     parser.add_argument(
-        "--reference-max-age", dest="limit_reference_max_age", default=None,
+        "--reference-max-age", dest="limit_reference_max_age", default=None, metavar="DURATION",
         help="reference price goes stale after this long (e.g. 30s; 0s: the product's)",
     )  # fmt: skip
     parser.add_argument("--stale-reference", choices=sorted(_STALE), default=None)

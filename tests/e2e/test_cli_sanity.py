@@ -74,3 +74,12 @@ async def test_limit_verbs(redis_url: str, capsys: pytest.CaptureFixture[str]) -
         assert (spec["tick_size"], spec["stale_reference"], spec["reference_max_age_ms"]) == (
             "0.0001", "STALE_REFERENCE_SKIP_BAND", "30000",
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "verb", ["set-symbol-limits", "set-leverage", "set-reference-price", "upsert-symbol"]
+)
+def test_help_renders(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["admin", verb, "--help"])
+    assert info.value.code == 0 and verb in capsys.readouterr().out
