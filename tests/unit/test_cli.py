@@ -35,7 +35,7 @@ def test_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:
         ["admin", "show-account", "alice", "--json"],
         ["order", "place", "--account", "a", "--symbol", "S", "--side", "buy", "--qty", "1", "--json"],
     ],
-)
+)  # fmt: skip
 def test_json_flag_before_or_after_the_verb(argv: list[str]) -> None:
     assert build_parser().parse_args(argv).json is True
 
