@@ -20,13 +20,20 @@ from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway._generated.pretrade.v1 import admin_pb2_grpc
+from gateway.admin_sanity import (
+    fill_account,
+    fill_symbol,
+    set_leverage_limit,
+    set_reference_price,
+    spec_to_proto,
+    upsert_spec,
+)
 from gateway.counters.admin import LimitAdmin
 from gateway.engine import Gatekeeper
 from gateway.model import (
     AccountState,
     FlagKind,
     StateRecord,
-    SymbolSpec,
     SymbolStatus,
     state_record_from_fields,
 )
@@ -37,8 +44,6 @@ from gateway.store import WriteResult
 from gateway.validation import (
     ACCOUNT_RE,
     ACCOUNT_RULE,
-    PRODUCT_RE,
-    PRODUCT_RULE,
     SYMBOL_RE,
     SYMBOL_RULE,
 )
@@ -86,7 +91,9 @@ class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
         v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
         await v.abort_if_any(context)
         fields = await self._keeper.flags.read(FlagKind.ACCOUNT_STATE, request.account_id)
-        return apb.GetAccountResponse(account=_account(request.account_id, fields))
+        account = _account(request.account_id, fields)
+        await fill_account(account, self._keeper, request.account_id)
+        return apb.GetAccountResponse(account=account)
 
     # -- symbols ------------------------------------------------------------
 
@@ -121,14 +128,18 @@ class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
     ) -> apb.UpsertSymbolResponse:
         v = _Checker()
         spec = request.spec
-        v.ident("spec.symbol", spec.symbol, SYMBOL_RE, SYMBOL_RULE)
-        v.ident("spec.product", spec.product, PRODUCT_RE, PRODUCT_RULE)
-        for name in ("base_asset", "quote_asset"):
-            v.ident(f"spec.{name}", getattr(spec, name), SYMBOL_RE, SYMBOL_RULE)
+        upserted = upsert_spec(request, self._keeper.snapshot, v)
         v.change_meta(request.reason, request.actor)
         await v.abort_if_any(context)
+        if upserted is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown symbol {spec.symbol}: a partial update (update_mask) needs an existing "
+                "symbol; send the whole spec to create one",
+            )
+            raise AssertionError("unreachable")  # pragma: no cover
 
-        new_spec = SymbolSpec(spec.symbol, spec.product, spec.base_asset, spec.quote_asset)
+        new_spec = upserted
         old_spec = self._keeper.snapshot.symbols.get(spec.symbol)
         fields = {**new_spec.to_fields(), "reason": request.reason, "actor": request.actor}
         await self._write(FlagKind.SYMBOL_SPEC, spec.symbol, fields, 0)
@@ -156,6 +167,18 @@ class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown symbol {request.symbol}")
         fields = await self._keeper.flags.read(FlagKind.SYMBOL_STATUS, request.symbol)
         return apb.GetSymbolResponse(symbol=self._symbol(request.symbol, fields))
+
+    # -- order limits (gateway/admin_sanity.py) ---------------------------
+
+    async def SetLeverageLimit(
+        self, request: apb.SetLeverageLimitRequest, context: Context
+    ) -> apb.SetLeverageLimitResponse:
+        return await set_leverage_limit(self._keeper, request, context, _Checker())
+
+    async def SetReferencePrice(
+        self, request: apb.SetReferencePriceRequest, context: Context
+    ) -> apb.SetReferencePriceResponse:
+        return await set_reference_price(self._keeper, request, context, _Checker())
 
     # -- listing ------------------------------------------------------------
 
@@ -212,7 +235,8 @@ class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
             status=apb.SYMBOL_STATUS_TRADING, spec_source=snapshot.spec_source(symbol)
         )
         if spec is not None:
-            message.spec.CopyFrom(apb.SymbolSpec(**spec.to_fields()))
+            message.spec.CopyFrom(spec_to_proto(spec))
+            fill_symbol(message, snapshot, symbol, now_ms())
         else:
             message.spec.symbol = symbol
         if record is not None and record.in_force(now_ms()):

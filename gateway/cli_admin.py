@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, json_format
+from google.protobuf import duration_pb2, field_mask_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc import aio
@@ -54,6 +54,18 @@ def _common(parser: argparse.ArgumentParser, addr_flag: str, env: str, default: 
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
+def _verb(verbs: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A verb that also takes ``--json`` after its own arguments."""
+    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON instead of tables",
+    )
+    return parser
+
+
 def _change(parser: argparse.ArgumentParser, ttl: bool = True) -> None:
     parser.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     parser.add_argument(
@@ -77,35 +89,74 @@ def add_admin_commands(commands: Any) -> None:
     _common(admin, "--admin-addr", "ADMIN_ADDR", "127.0.0.1:50052")
     verbs = admin.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("set-account", help="set an account's state")
+    p = _verb(verbs, "set-account", help="set an account's state")
     p.add_argument("account_id")
     p.add_argument("state", choices=sorted(_ACCOUNT_STATES))
     _change(p)
     p.set_defaults(call=_set_account)
 
-    p = verbs.add_parser("show-account", help="show an account's state")
+    p = _verb(verbs, "show-account", help="show an account's state")
     p.add_argument("account_id")
     p.set_defaults(call=_show_account)
 
-    p = verbs.add_parser("set-symbol", help="set a symbol's trading status")
+    p = _verb(verbs, "set-symbol", help="set a symbol's trading status")
     p.add_argument("symbol")
     p.add_argument("status", choices=sorted(_SYMBOL_STATUSES))
     _change(p)
     p.set_defaults(call=_set_symbol)
 
-    p = verbs.add_parser("upsert-symbol", help="create or change a symbol's definition")
+    p = _verb(
+        verbs, "upsert-symbol", help="create or replace a symbol's definition (limits included)"
+    )
+    p.description = "Replace the whole spec: limits not given are removed."
     p.add_argument("symbol")
     p.add_argument("--product", required=True, help='e.g. "spot", "perpetual"')
     p.add_argument("--base", required=True, help="base asset, e.g. BTC")
     p.add_argument("--quote", required=True, help="quote asset, e.g. USDT")
+    _limit_flags(p)
     _change(p, ttl=False)
     p.set_defaults(call=_upsert_symbol)
 
-    p = verbs.add_parser("show-symbol", help="show a symbol's definition and status")
+    p = _verb(verbs, "set-symbol-limits", help="change some of a symbol's limits, keep the rest")
+    p.description = (
+        "Change only the limits given (UpsertSymbol with an update mask). An empty value "
+        "('') removes a decimal limit; 0 removes --max-leverage and --reference-max-age."
+    )
+    p.add_argument("symbol")
+    _limit_flags(p)
+    _change(p, ttl=False)
+    p.set_defaults(call=_set_symbol_limits)
+
+    p = _verb(verbs, "set-leverage", help="lower leverage for a symbol or an account at run time")
+    p.description = (
+        "Set a run-time leverage limit. It can only lower what the symbol allows: "
+        "the lowest of all caps applies."
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--symbol")
+    target.add_argument("--account")
+    p.add_argument("--max", dest="max_leverage", type=int, default=0, help="cap, e.g. 20")
+    p.add_argument(
+        "--bracket", action="append", default=[], metavar="FLOOR:CAP:LEV",
+        help="a notional bracket row (symbols only; repeat in order; empty CAP on the last row)",
+    )  # fmt: skip
+    p.add_argument("--clear", action="store_true", help="remove the run-time limit")
+    _change(p)
+    p.set_defaults(call=_set_leverage)
+
+    p = _verb(verbs, "set-reference-price", help="pin a symbol's reference price (or --clear)")
+    p.description = "Pin the price that bands and market-order notionals are measured against."
+    p.add_argument("symbol")
+    p.add_argument("price", nargs="?", default="", help="decimal price, e.g. 64000")
+    p.add_argument("--clear", action="store_true", help="back to the upstream's last trade")
+    _change(p)
+    p.set_defaults(call=_set_reference_price)
+
+    p = _verb(verbs, "show-symbol", help="show a symbol's definition and status")
     p.add_argument("symbol")
     p.set_defaults(call=_show_symbol)
 
-    p = verbs.add_parser("restrictions", help="list restricted accounts and symbols")
+    p = _verb(verbs, "restrictions", help="list restricted accounts and symbols")
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--page-token", default="")
     p.set_defaults(call=_restrictions)
@@ -125,7 +176,7 @@ def add_order_commands(commands: Any) -> None:
     _common(order, "--addr", "ADDR", "127.0.0.1:50051")
     verbs = order.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("place", help="place an order")
+    p = _verb(verbs, "place", help="place an order")
     p.add_argument("--account", required=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--side", required=True, choices=["buy", "sell"])
@@ -136,22 +187,24 @@ def add_order_commands(commands: Any) -> None:
     p.add_argument("--reduce-only", action="store_true")
     p.add_argument("--tif", choices=["gtc", "ioc", "fok"])
     p.add_argument("--client-order-id", default="")
+    _channel_flag(p)
     p.set_defaults(call=_place)
 
-    p = verbs.add_parser("cancel", help="cancel an order")
+    p = _verb(verbs, "cancel", help="cancel an order")
     p.add_argument("--account", required=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--order-id", default="")
     p.add_argument("--client-order-id", default="")
     p.set_defaults(call=_cancel)
 
-    p = verbs.add_parser("amend", help="change a resting order's quantity and/or price")
+    p = _verb(verbs, "amend", help="change a resting order's quantity and/or price")
     p.add_argument("--account", required=True)
     p.add_argument("--symbol", required=True)
     p.add_argument("--order-id", default="")
     p.add_argument("--client-order-id", default="")
     p.add_argument("--qty", default="")
     p.add_argument("--price", default="")
+    _channel_flag(p)
     p.set_defaults(call=_amend)
 
     order.set_defaults(handler=_run_admin)
@@ -292,11 +345,129 @@ async def _set_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message
 
 
 async def _upsert_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message:
-    spec = apb.SymbolSpec(
-        symbol=args.symbol, product=args.product, base_asset=args.base, quote_asset=args.quote
-    )
+    spec, _ = _limits_spec(args)
+    spec.product, spec.base_asset, spec.quote_asset = args.product, args.base, args.quote
     request = apb.UpsertSymbolRequest(spec=spec, reason=args.reason, actor=args.actor)
     return await _admin(channel).UpsertSymbol(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _set_symbol_limits(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    spec, paths = _limits_spec(args)
+    if not paths:
+        raise SystemExit("pretrade-gateway: set-symbol-limits: give at least one limit to change")
+    request = apb.UpsertSymbolRequest(
+        spec=spec, reason=args.reason, actor=args.actor,
+        update_mask=field_mask_pb2.FieldMask(paths=paths),
+    )  # fmt: skip
+    return await _admin(channel).UpsertSymbol(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _set_leverage(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = apb.SetLeverageLimitRequest(
+        max_leverage=args.max_leverage, brackets=[_bracket(text) for text in args.bracket],
+        clear=args.clear, reason=args.reason, actor=args.actor, ttl=_ttl(args),
+    )  # fmt: skip
+    if args.symbol:
+        request.symbol = args.symbol
+    else:
+        request.account_id = args.account
+    return await _admin(channel).SetLeverageLimit(request, timeout=CALL_TIMEOUT_S)
+
+
+async def _set_reference_price(channel: aio.Channel, args: argparse.Namespace) -> Message:
+    request = apb.SetReferencePriceRequest(
+        symbol=args.symbol, price=args.price, clear=args.clear,
+        reason=args.reason, actor=args.actor, ttl=_ttl(args),
+    )  # fmt: skip
+    return await _admin(channel).SetReferencePrice(request, timeout=CALL_TIMEOUT_S)
+
+
+# -- symbol limit flags ----------------------------------------------------------
+
+#: (flag, SymbolSpec field, help) for the decimal limits.
+_DECIMAL_LIMITS = (
+    ("--tick-size", "tick_size", "prices must be multiples of this"),
+    ("--lot-size", "lot_size", "quantities must be multiples of this"),
+    ("--min-qty", "min_quantity", "smallest quantity"),
+    ("--max-qty", "max_quantity", "largest quantity"),
+    ("--min-notional", "min_notional", "smallest quantity x price"),
+    ("--max-notional", "max_notional", "largest quantity x price"),
+    ("--band-buy-up", "band_buy_up_pct", "a buy at most this %% above the reference"),
+    ("--band-buy-down", "band_buy_down_pct", "a buy at most this %% below the reference"),
+    ("--band-sell-up", "band_sell_up_pct", "a sell at most this %% above the reference"),
+    ("--band-sell-down", "band_sell_down_pct", "a sell at most this %% below the reference"),
+)
+_STALE = {"inherit": 0, "refuse_market": 1, "skip_band": 2}
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, name, help_ in _DECIMAL_LIMITS:
+        metavar = "PCT" if name.endswith("_pct") else "DECIMAL"
+        parser.add_argument(flag, dest=f"limit_{name}", default=None, metavar=metavar, help=help_)
+    parser.add_argument(
+        "--max-leverage", dest="limit_max_leverage", type=int, default=None, metavar="N",
+        help="flat leverage cap (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bracket", dest="limit_leverage_brackets", action="append", default=None,
+        metavar="FLOOR:CAP:LEV", help="leverage bracket row (repeat in order)",
+    )  # fmt: skip
+    parser.add_argument("--no-brackets", action="store_true", help="remove the leverage brackets")
+    parser.add_argument(
+        "--reference-max-age", dest="limit_reference_max_age", default=None, metavar="DURATION",
+        help="reference price goes stale after this long (e.g. 30s; 0s: the product's)",
+    )  # fmt: skip
+    parser.add_argument("--stale-reference", choices=sorted(_STALE), default=None)
+    parser.add_argument("--program-trading", choices=["allowed", "forbidden"], default=None)
+
+
+def _limits_spec(args: argparse.Namespace) -> tuple[apb.SymbolSpec, list[str]]:
+    """The SymbolSpec the limit flags describe, and the fields they name."""
+    from gateway.cli import parse_duration_ms
+
+    spec = apb.SymbolSpec(symbol=args.symbol)
+    paths: list[str] = []
+    for _, name, _ in _DECIMAL_LIMITS:
+        value = getattr(args, f"limit_{name}")
+        if value is not None:
+            setattr(spec, name, value)
+            paths.append(name)
+    if args.limit_max_leverage is not None:
+        spec.max_leverage = args.limit_max_leverage
+        paths.append("max_leverage")
+    if args.limit_leverage_brackets is not None or args.no_brackets:
+        spec.leverage_brackets.extend(_bracket(t) for t in args.limit_leverage_brackets or ())
+        paths.append("leverage_brackets")
+    if args.limit_reference_max_age is not None:
+        spec.reference_max_age_ms = parse_duration_ms(args.limit_reference_max_age)
+        paths.append("reference_max_age_ms")
+    if args.stale_reference is not None:
+        spec.stale_reference = _STALE[args.stale_reference]  # type: ignore[assignment]
+        paths.append("stale_reference")
+    if args.program_trading is not None:
+        spec.program_trading_forbidden = args.program_trading == "forbidden"
+        paths.append("program_trading_forbidden")
+    return spec, paths
+
+
+def _bracket(text: str) -> apb.LeverageBracket:
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise SystemExit(f"pretrade-gateway: bad bracket {text!r}: use FLOOR:CAP:LEVERAGE")
+    return apb.LeverageBracket(
+        notional_floor=parts[0], notional_cap=parts[1], max_leverage=int(parts[2])
+    )
+
+
+def _channel_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--channel", choices=["program", "interactive"], default=None,
+        help="sent as x-pretrade-channel metadata (absent: the gateway assumes program)",
+    )  # fmt: skip
+
+
+def _channel_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return (("x-pretrade-channel", args.channel),) if args.channel else ()
 
 
 async def _show_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message:
@@ -331,7 +502,9 @@ async def _place(channel: aio.Channel, args: argparse.Namespace) -> Message:
         client_order_id=args.client_order_id,
         time_in_force=tif,
     )
-    return await _orders(channel).PlaceOrder(request, timeout=CALL_TIMEOUT_S)
+    return await _orders(channel).PlaceOrder(
+        request, timeout=CALL_TIMEOUT_S, metadata=_channel_metadata(args)
+    )
 
 
 async def _cancel(channel: aio.Channel, args: argparse.Namespace) -> Message:
@@ -348,4 +521,6 @@ async def _amend(channel: aio.Channel, args: argparse.Namespace) -> Message:
         order_id=args.order_id, client_order_id=args.client_order_id,
         quantity=args.qty, price=args.price,
     )  # fmt: skip
-    return await _orders(channel).AmendOrder(request, timeout=CALL_TIMEOUT_S)
+    return await _orders(channel).AmendOrder(
+        request, timeout=CALL_TIMEOUT_S, metadata=_channel_metadata(args)
+    )

@@ -9,7 +9,7 @@ No float ever touches a price or a quantity.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 
 MAX_INTEGER_DIGITS = 18
 MAX_FRACTION_DIGITS = 18
@@ -54,3 +54,14 @@ def format_decimal(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+#: Exact arithmetic on parsed values: operands have at most 36 digits, so products and
+#: remainders fit in 100 digits and never round; if one ever would, Inexact is raised
+#: rather than a wrong decision taken silently.
+EXACT = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+
+
+def is_multiple(value: Decimal, step: Decimal) -> bool:
+    """Whether ``value`` is a whole multiple of ``step`` (``0.3`` of ``0.1``: yes, exactly)."""
+    return EXACT.remainder(value, step) == 0

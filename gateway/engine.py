@@ -7,8 +7,9 @@ lifecycle, so embedding the gateway in an exchange's server is two calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -19,12 +20,17 @@ from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
+from gateway.model import Channel
 from gateway.policy import Policy
 from gateway.policy_watch import PolicyWatcher
 from gateway.reasons import Denial, FieldViolation, invalid
+from gateway.refprice import ExecutionPriceFollower, reference_price
+from gateway.sanity import order_sanity_checks
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
-from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_place
+from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
+
+Metadata = Iterable[tuple[str, str | bytes]]
 
 ORDER_ENTRY_SERVICE = "pretrade.v1.OrderEntry"
 
@@ -78,8 +84,10 @@ class PreTradeEngine:
                 return denial
         return None
 
-    async def admit(self, method: OrderMethod, request: Any) -> Denial | Admission:
-        """Validate a parsed request and decide on it.
+    async def admit(
+        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+    ) -> Denial | Admission:
+        """Validate a parsed request (and its call metadata) and decide on it.
 
         An :class:`Admission` carries response metadata (the remaining budget)
         and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
@@ -87,6 +95,11 @@ class PreTradeEngine:
         call = method.parse(request)
         if isinstance(call, Denial):
             return call
+        channel = parse_channel(metadata)
+        if isinstance(channel, Denial):
+            return channel
+        if channel is not Channel.PROGRAM:
+            call = replace(call, channel=channel)
         denial = self.check_local(call)
         if denial is not None:
             return denial
@@ -94,26 +107,36 @@ class PreTradeEngine:
             return ADMITTED
         return await self.counters.admit(call)
 
-    async def admit_bytes(self, method: OrderMethod, raw: bytes) -> Denial | Admission:
+    async def admit_bytes(
+        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+    ) -> Denial | Admission:
         """Like :meth:`admit` for a request still in wire form (the proxy's case)."""
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
             return invalid(FieldViolation("request", "not a valid protobuf message"))
-        return await self.admit(method, request)
+        return await self.admit(method, request, metadata)
 
-    async def screen(self, method: OrderMethod, request: Any) -> Denial | None:
+    async def screen(
+        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+    ) -> Denial | None:
         """:meth:`admit`, keeping only the refusal."""
-        verdict = await self.admit(method, request)
+        verdict = await self.admit(method, request, metadata)
         return verdict if isinstance(verdict, Denial) else None
 
-    async def screen_bytes(self, method: OrderMethod, raw: bytes) -> Denial | None:
-        verdict = await self.admit_bytes(method, raw)
+    async def screen_bytes(
+        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+    ) -> Denial | None:
+        verdict = await self.admit_bytes(method, raw, metadata)
         return verdict if isinstance(verdict, Denial) else None
 
 
 def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
-    return (account_state_check(snapshot), symbol_state_check(snapshot))
+    return (
+        account_state_check(snapshot),
+        symbol_state_check(snapshot),
+        *order_sanity_checks(snapshot),
+    )
 
 
 class Gatekeeper:
@@ -128,14 +151,17 @@ class Gatekeeper:
     def __init__(self, redis: Redis, follower_redis: Redis, policy: Policy) -> None:
         self.redis = redis
         self.policy = policy
-        self.snapshot = Snapshot(policy.symbols)
+        self.snapshot = Snapshot(policy.symbols, policy.products)
         self.flags = FlagStore(redis)
         self.counters = CounterGate(
-            RedisCounterStore(redis), LimitResolver(self.snapshot, policy.counters)
+            RedisCounterStore(redis),
+            LimitResolver(self.snapshot, policy.counters),
+            reference_price=self._reference_price,
         )
         self.engine = PreTradeEngine(self.snapshot, counters=self.counters)
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
+        self.price_followers: list[ExecutionPriceFollower] = []
         #: Reloads the policy when its files change (started by :meth:`open`).
         self.watcher: PolicyWatcher | None = None
 
@@ -154,12 +180,39 @@ class Gatekeeper:
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
-        self.snapshot.set_policy_specs(policy.symbols)
+        self.snapshot.set_policy_specs(policy.symbols, policy.products)
         self.counters.resolver.set_policy(policy.counters)
+
+    def _reference_price(self, symbol: str) -> Decimal | None:
+        """A market order's price for the large-order threshold: the reference in force,
+        fresh or not (the last known price beats none)."""
+        spec = self.snapshot.symbols.get(symbol)
+        if spec is None:
+            return None
+        found = reference_price(self.snapshot, spec, now_ms())
+        return found.price if found is not None else None
+
+    def follow_executions(self, target: str) -> ExecutionPriceFollower:
+        """Take reference prices from the trades on ``target``'s ``ExecutionFeed``
+        (``host:port``), in a background task that reconnects until :meth:`close`.
+
+        The proxy does this for its upstream; an embedding exchange passes its own
+        feed's address, or pushes prices with ``snapshot.trade_prices.observe``.
+        """
+        follower = ExecutionPriceFollower(target, self.snapshot.trade_prices)
+        follower.start()
+        self.price_followers.append(follower)
+        return follower
+
+    async def stop_following_executions(self) -> None:
+        for price_follower in self.price_followers:
+            await price_follower.stop()
+        self.price_followers.clear()
 
     async def close(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
+        await self.stop_following_executions()
         await self.follower.stop()
         await self.counters.close()
         await self._close_clients()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from gateway.symbol_limits import SymbolLimits
 
 
 class AccountState(enum.IntEnum):
@@ -39,8 +41,21 @@ class FlagKind(enum.Enum):
     ACCOUNT_STATE = "acct"
     SYMBOL_STATUS = "symst"
     SYMBOL_SPEC = "symspec"
+    #: An account's leverage cap (value: the cap).
+    ACCOUNT_LEVERAGE = "levacct"
+    #: A symbol's run-time leverage limit (cap and/or brackets).
+    SYMBOL_LEVERAGE = "levsym"
+    #: A symbol's reference price pinned by ops.
+    REFERENCE_PRICE = "refpx"
     #: A runtime override of one behavioural limit (see :mod:`gateway.counters`).
     LIMIT = "limit"
+
+
+class Channel(enum.Enum):
+    """How an order reached the gateway: a program (API) or a person (interactive)."""
+
+    PROGRAM = "program"
+    INTERACTIVE = "interactive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,7 @@ class SymbolSpec:
     product: str
     base_asset: str
     quote_asset: str
+    limits: SymbolLimits = field(default_factory=SymbolLimits)
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -78,6 +94,7 @@ class SymbolSpec:
             "product": self.product,
             "base_asset": self.base_asset,
             "quote_asset": self.quote_asset,
+            **self.limits.to_fields(),
         }
 
     @classmethod
@@ -87,6 +104,7 @@ class SymbolSpec:
             product=fields.get("product", ""),
             base_asset=fields.get("base_asset", ""),
             quote_asset=fields.get("quote_asset", ""),
+            limits=SymbolLimits.from_fields(fields),
         )
 
 

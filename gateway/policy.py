@@ -19,6 +19,13 @@ from typing import Any
 from gateway.counters.limits import CounterPolicy
 from gateway.counters.policy_files import CounterPolicyLoader, LimitSpecError
 from gateway.model import SymbolSpec
+from gateway.policy_limits import (
+    SYMBOL_LIMIT_KEYS,
+    bracket_row_line,
+    product_from_table,
+    symbol_limits_from_table,
+)
+from gateway.symbol_limits import LimitsError, ProductSpec
 from gateway.validation import PRODUCT_RE, PRODUCT_RULE, SYMBOL_RE, SYMBOL_RULE
 
 
@@ -36,6 +43,8 @@ class PolicyError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Policy:
     symbols: Mapping[str, SymbolSpec] = field(default_factory=dict)
+    #: Settings per product (``[[product]]``): program trading, reference-price staleness.
+    products: Mapping[str, ProductSpec] = field(default_factory=dict)
     #: Short content hash of the files, recorded with decisions.
     version: str = "empty"
     sources: tuple[pathlib.Path, ...] = ()
@@ -58,6 +67,7 @@ def load_policy(path: str | pathlib.Path) -> Policy:
     files = policy_files(root)
     digest = hashlib.sha256()
     symbols: dict[str, SymbolSpec] = {}
+    products: dict[str, ProductSpec] = {}
     counters = CounterPolicyLoader()
     for file in files:
         text = file.read_text(encoding="utf-8")
@@ -66,11 +76,20 @@ def load_policy(path: str | pathlib.Path) -> Policy:
             document = tomllib.loads(text, parse_float=Decimal)
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(file, _toml_error_line(exc), f"not valid TOML: {exc}") from None
-        _check_keys(file, text, document, {"symbol", "counters", "limits"}, "top level")
+        _check_keys(file, text, document, {"symbol", "product", "counters", "limits"}, "top level")
         try:
             counters.add(document, text)
         except LimitSpecError as exc:
             raise PolicyError(file, exc.line, exc.reason) from None
+        for index, entry in enumerate(_table_array(file, text, document, "product")):
+            product = _product_spec(file, text, entry, index)
+            if product.product in products:
+                raise PolicyError(
+                    file,
+                    _locate(text, "product", index, "product"),
+                    f"product {product.product} declared twice",
+                )
+            products[product.product] = product
         for index, entry in enumerate(_table_array(file, text, document, "symbol")):
             spec = _symbol_spec(file, text, entry, index)
             if spec.symbol in symbols:
@@ -82,6 +101,7 @@ def load_policy(path: str | pathlib.Path) -> Policy:
             symbols[spec.symbol] = spec
     return Policy(
         symbols=symbols,
+        products=products,
         version=digest.hexdigest()[:12],
         sources=tuple(files),
         counters=counters.build(),
@@ -96,8 +116,8 @@ def _symbol_spec(file: pathlib.Path, text: str, entry: dict[str, Any], index: in
         return PolicyError(file, _locate(text, "symbol", index, key), f"{where}.{key}: {reason}")
 
     for key in entry:
-        if key not in _SYMBOL_KEYS:
-            allowed = ", ".join(_SYMBOL_KEYS)
+        if key not in _SYMBOL_KEYS and key not in SYMBOL_LIMIT_KEYS:
+            allowed = ", ".join((*_SYMBOL_KEYS, *SYMBOL_LIMIT_KEYS))
             raise fail(key, f"unknown key (allowed: {allowed})")
     values: dict[str, str] = {}
     for name in _SYMBOL_KEYS:
@@ -109,7 +129,24 @@ def _symbol_spec(file: pathlib.Path, text: str, entry: dict[str, Any], index: in
         raise fail("symbol", SYMBOL_RULE)
     if not PRODUCT_RE.fullmatch(values["product"]):
         raise fail("product", PRODUCT_RULE)
-    return SymbolSpec(**values)
+    try:
+        limits = symbol_limits_from_table(entry)
+    except LimitsError as exc:
+        key, reason = exc.errors[0]
+        line = _locate(text, "symbol", index, key.split("[", 1)[0])
+        if key.startswith("leverage_brackets["):
+            line = bracket_row_line(text, line, int(key.split("[", 1)[1].split("]", 1)[0]))
+        raise PolicyError(file, line, f"{where}.{key}: {reason}") from None
+    return SymbolSpec(**values, limits=limits)
+
+
+def _product_spec(file: pathlib.Path, text: str, entry: dict[str, Any], index: int) -> ProductSpec:
+    try:
+        return product_from_table(entry)
+    except LimitsError as exc:
+        key, reason = exc.errors[0]
+        line = _locate(text, "product", index, key)
+        raise PolicyError(file, line, f"product[{index}].{key}: {reason}") from None
 
 
 _SYMBOL_KEYS = ("symbol", "product", "base_asset", "quote_asset")

@@ -89,6 +89,7 @@ class Gateway:
             upstream = await self._start_reference_exchange()
         channel = aio.insecure_channel(upstream)
         self._channels.append(channel)
+        self.keeper.follow_executions(upstream)
 
         order_server = aio.server(options=SERVER_OPTIONS)
         order_server.add_generic_rpc_handlers(
@@ -128,6 +129,9 @@ class Gateway:
 
     async def stop(self, grace_s: float | None = None) -> None:
         grace = self.settings.grace_s if grace_s is None else grace_s
+        if self.keeper is not None:
+            # The price feed's stream would otherwise hold the upstream's shutdown grace.
+            await self.keeper.stop_following_executions()
         # Order entry and admin first, the in-process exchange (started first) last.
         for server in reversed(self._servers):
             await server.stop(grace)

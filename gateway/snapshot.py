@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.model import (
     FlagKind,
@@ -22,6 +22,9 @@ from gateway.model import (
     spec_record_from_fields,
     state_record_from_fields,
 )
+from gateway.ops_records import OPS_DECODERS, OpsRecord
+from gateway.refprice import TradePrices
+from gateway.symbol_limits import ProductSpec
 
 Fields = Mapping[str, str]
 RawFlags = Mapping[FlagKind, Mapping[str, Fields]]
@@ -35,7 +38,11 @@ def now_ms() -> int:
 class Snapshot:
     """Flags by kind and key, plus the symbol specs in force (policy overlaid by admin)."""
 
-    def __init__(self, policy_specs: Mapping[str, SymbolSpec] | None = None) -> None:
+    def __init__(
+        self,
+        policy_specs: Mapping[str, SymbolSpec] | None = None,
+        products: Mapping[str, ProductSpec] | None = None,
+    ) -> None:
         self.accounts: dict[str, StateRecord] = {}
         self.symbol_status: dict[str, StateRecord] = {}
         self.admin_specs: dict[str, SpecRecord] = {}
@@ -45,6 +52,12 @@ class Snapshot:
         self._policy_specs: Mapping[str, SymbolSpec] = dict(policy_specs or {})
         #: Effective spec per symbol: the admin's if any, else the policy's.
         self.symbols: dict[str, SymbolSpec] = dict(self._policy_specs)
+        #: Product settings from the policy.
+        self.products: dict[str, ProductSpec] = dict(products or {})
+        #: Run-time limits set by ops (leverage caps, pinned prices), by kind and key.
+        self.ops: dict[FlagKind, dict[str, OpsRecord[Any]]] = {kind: {} for kind in OPS_DECODERS}
+        #: The upstream's last trades (this gateway's own, not from Redis).
+        self.trade_prices = TradePrices()
         #: Wall-clock ms of the last full load or message; 0 before the first load.
         self.last_update_ms = 0
         #: False while the follower is disconnected from Redis (the flags stay in force).
@@ -67,6 +80,13 @@ class Snapshot:
             return None
         return record
 
+    def ops_record(self, kind: FlagKind, key: str, at_ms: int) -> OpsRecord[Any] | None:
+        """The run-time limit of ``kind`` for ``key`` in force at ``at_ms``, if any."""
+        record = self.ops[kind].get(key)
+        if record is None or not record.in_force(at_ms):
+            return None
+        return record
+
     # -- writes (follower, admin) -----------------------------------------
 
     def apply(self, kind: FlagKind, key: str, fields: Fields | None, version: int) -> bool:
@@ -83,6 +103,15 @@ class Snapshot:
                 specs.pop(key, None)
             else:
                 specs[key] = spec_record_from_fields(fields)
+        elif kind in self.ops:
+            table = self.ops[kind]
+            held_ops = table.get(key)
+            if held_ops is not None and held_ops.version > version:
+                return False
+            if fields is None:
+                table.pop(key, None)
+            else:
+                table[key] = OPS_DECODERS[kind](fields)
         else:
             states = self.accounts if kind is FlagKind.ACCOUNT_STATE else self.symbol_status
             current = states.get(key)
@@ -109,20 +138,28 @@ class Snapshot:
             raw.get(FlagKind.SYMBOL_STATUS, {}), state_record_from_fields, bad
         )
         self.admin_specs = _decode(raw.get(FlagKind.SYMBOL_SPEC, {}), spec_record_from_fields, bad)
+        self.ops = {
+            kind: _decode(raw.get(kind, {}), dec, bad) for kind, dec in OPS_DECODERS.items()
+        }
         self.limit_overrides = _decode(raw.get(FlagKind.LIMIT, {}), limit_record_from_fields, bad)
         self.limits_generation += 1
         self._rebuild_symbols()
         self.last_update_ms = now_ms()
         return bad
 
-    def set_policy_specs(self, specs: Mapping[str, SymbolSpec]) -> None:
+    def set_policy_specs(
+        self, specs: Mapping[str, SymbolSpec], products: Mapping[str, ProductSpec] | None = None
+    ) -> None:
         self._policy_specs = dict(specs)
+        if products is not None:
+            self.products = dict(products)
         self._rebuild_symbols()
 
     def purge_lapsed(self, at_ms: int) -> int:
         """Drop records whose TTL has passed (Redis expires its copies on its own)."""
         dropped = 0
-        for table in (self.accounts, self.symbol_status):
+        tables: list[dict[str, Any]] = [self.accounts, self.symbol_status, *self.ops.values()]
+        for table in tables:
             for key in [k for k, r in table.items() if not r.in_force(at_ms)]:
                 del table[key]
                 dropped += 1

@@ -8,12 +8,13 @@ restricted to characters that are safe inside Redis keys and hash tags.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.decimals import DecimalFormatError, parse_positive_decimal
-from gateway.model import Action
+from gateway.model import Action, Channel
 from gateway.reasons import Denial, FieldViolation, invalid
 
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
@@ -49,6 +50,8 @@ class OrderCall:
     reduce_only: bool = False
     client_order_id: str = ""
     order_id: str = ""
+    #: From the ``x-pretrade-channel`` metadata; absent means PROGRAM (see parse_channel).
+    channel: Channel = Channel.PROGRAM
 
 
 class _Violations:
@@ -167,3 +170,30 @@ def _order_ref(v: _Violations, order_id: str, client_order_id: str) -> None:
         v.ident("order_id", order_id, ORDER_ID_RE, ORDER_ID_RULE)
     if client_order_id:
         v.ident("client_order_id", client_order_id, CLIENT_ORDER_ID_RE, CLIENT_ORDER_ID_RULE)
+
+
+#: Request metadata naming the order's channel: ``program`` (API) or ``interactive``.
+CHANNEL_METADATA_KEY = "x-pretrade-channel"
+_CHANNELS = {c.value: c for c in Channel}
+
+
+def parse_channel(metadata: Iterable[tuple[str, str | bytes]] | None) -> Channel | Denial:
+    """The channel a call came through, from its metadata.
+
+    Absent means PROGRAM: a client that does not say it is a person is treated as
+    a program, so a program-trading ban cannot be dodged by leaving the key out.
+    """
+    found: Channel | None = None
+    for key, value in metadata or ():
+        if key != CHANNEL_METADATA_KEY:
+            continue
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        channel = _CHANNELS.get(text.strip().lower())
+        if channel is None or (found is not None and channel is not found):
+            return invalid(
+                FieldViolation(
+                    CHANNEL_METADATA_KEY, "metadata must be one value: program or interactive"
+                )
+            )
+        found = channel
+    return found if found is not None else Channel.PROGRAM

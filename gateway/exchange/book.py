@@ -67,6 +67,11 @@ __all__ = [
 ]
 
 
+# Only additions and subtractions happen here; with this precision they are
+# exact, and Inexact is trapped so that a rounding would raise, never pass.
+_EXACT = Context(prec=200, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+
+
 class Side(enum.StrEnum):
     BUY = "BUY"
     SELL = "SELL"
@@ -150,7 +155,10 @@ class Order:
     @property
     def remaining_quantity(self) -> Decimal:
         """Quantity still working: ``quantity - filled`` while open, zero once done."""
-        return self.quantity - self.filled_quantity if self.is_open else Decimal(0)
+        if not self.is_open:
+            return Decimal(0)
+        with localcontext(_EXACT):
+            return self.quantity - self.filled_quantity
 
     def copy(self) -> Order:
         return dataclasses.replace(self)
@@ -190,10 +198,6 @@ Clock = Callable[[], datetime]
 
 ORDER_ID_PREFIX = "X-"
 TRADE_ID_PREFIX = "T-"
-
-# Only additions and subtractions happen here; with this precision they are
-# exact, and Inexact is trapped so that a rounding would raise, never pass.
-_EXACT = Context(prec=200, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -555,7 +559,7 @@ class MatchingEngine:
             touched[maker.account_id] = None
         if fills:
             for account_id in touched:
-                pass
+                self._trim_reduce_only(account_id, taker.symbol, now)
         return tuple(fills)
 
     def _plan(self, taker: Order) -> list[tuple[Order, Decimal]]:

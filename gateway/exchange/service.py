@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -102,7 +102,7 @@ class _Subscriber:
     account_id: str
     symbol: str
     queue: asyncio.Queue[pb.ExecutionReport]
-    overflowed: bool = field(default=False)
+    overflowed: bool = False
 
     def wants(self, report: ExecutionReport) -> bool:
         return (not self.account_id or report.order.account_id == self.account_id) and (
@@ -159,9 +159,9 @@ class ReferenceExchange(pb_grpc.OrderEntryServicer, pb_grpc.ExecutionFeedService
                 reduce_only=request.reduce_only,
             )
         except _InvalidRequestError as error:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except ExchangeError as error:
-            await _abort(context, _STATUS_CODES[error.code], error.message)
+            await context.abort(_STATUS_CODES[error.code], error.message)
         order = result.order
         return pb.PlaceOrderResponse(
             order_id=order.order_id,
@@ -175,6 +175,7 @@ class ReferenceExchange(pb_grpc.OrderEntryServicer, pb_grpc.ExecutionFeedService
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, context: _Context
     ) -> pb.CancelOrderResponse:
+        """A non-empty ``symbol`` must be the order's; another account's order is NOT_FOUND."""
         try:
             _check_order_reference(request.account_id, request.order_id, request.client_order_id)
             _identifier("symbol", request.symbol)
@@ -185,9 +186,9 @@ class ReferenceExchange(pb_grpc.OrderEntryServicer, pb_grpc.ExecutionFeedService
                 symbol=request.symbol,
             )
         except _InvalidRequestError as error:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except ExchangeError as error:
-            await _abort(context, _STATUS_CODES[error.code], error.message)
+            await context.abort(_STATUS_CODES[error.code], error.message)
         return pb.CancelOrderResponse(
             order_id=order.order_id,
             client_order_id=order.client_order_id,
@@ -212,16 +213,16 @@ class ReferenceExchange(pb_grpc.OrderEntryServicer, pb_grpc.ExecutionFeedService
                 price=_decimal("price", request.price) if request.price else None,
             )
         except _InvalidRequestError as error:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except ExchangeError as error:
-            await _abort(context, _STATUS_CODES[error.code], error.message)
+            await context.abort(_STATUS_CODES[error.code], error.message)
         order = result.order
         return pb.AmendOrderResponse(
             order_id=order.order_id,
             client_order_id=order.client_order_id,
             status=_PB_STATUSES[order.status],
             quantity=format_decimal(order.quantity),
-            price=_format_price(order.price),
+            price=_format_optional(order.price),
             filled_quantity=format_decimal(order.filled_quantity),
             fills=_pb_fills(result.fills),
         )
@@ -231,11 +232,12 @@ class ReferenceExchange(pb_grpc.OrderEntryServicer, pb_grpc.ExecutionFeedService
     async def StreamExecutions(
         self, request: pb.StreamExecutionsRequest, context: _Context
     ) -> AsyncIterator[pb.ExecutionReport]:
+        """Live reports from now on; empty ``account_id``/``symbol`` match everything."""
         try:
             _identifier("account_id", request.account_id)
             _identifier("symbol", request.symbol)
         except _InvalidRequestError as error:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         subscriber = _Subscriber(
             account_id=request.account_id,
             symbol=request.symbol,
@@ -247,8 +249,7 @@ class ReferenceExchange(pb_grpc.OrderEntryServicer, pb_grpc.ExecutionFeedService
             while True:
                 report = await subscriber.queue.get()
                 if subscriber.overflowed:
-                    await _abort(
-                        context,
+                    await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"execution stream fell more than {self._stream_queue_size} "
                         "reports behind; resubscribe and reconcile with ListOpenOrders",
@@ -264,7 +265,7 @@ class ReferenceExchange(pb_grpc.OrderEntryServicer, pb_grpc.ExecutionFeedService
             _identifier("account_id", request.account_id)
             _identifier("symbol", request.symbol)
         except _InvalidRequestError as error:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         orders = self.engine.open_orders(account_id=request.account_id, symbol=request.symbol)
         return pb.ListOpenOrdersResponse(orders=[_pb_order(order) for order in orders])
 
@@ -364,16 +365,11 @@ def _check_order_reference(account_id: str, order_id: str, client_order_id: str)
         raise _InvalidRequestError("order_id: order_id or client_order_id is required")
 
 
-async def _abort(context: _Context, code: grpc.StatusCode, details: str) -> NoReturn:
-    await context.abort(code, details)
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-
 # -- conversions ------------------------------------------------------------------
 
 
-def _format_price(price: Decimal | None) -> str:
-    return format_decimal(price) if price is not None else ""
+def _format_optional(value: Decimal | None) -> str:
+    return format_decimal(value) if value is not None else ""
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -401,7 +397,7 @@ def _pb_order(order: Order) -> pb.Order:
         symbol=order.symbol,
         side=_PB_SIDES[order.side],
         type=_PB_ORDER_TYPES[order.order_type],
-        price=_format_price(order.price),
+        price=_format_optional(order.price),
         quantity=format_decimal(order.quantity),
         filled_quantity=format_decimal(order.filled_quantity),
         status=_PB_STATUSES[order.status],
@@ -416,8 +412,8 @@ def _pb_report(report: ExecutionReport) -> pb.ExecutionReport:
         exec_type=_PB_EXEC_TYPES[report.exec_type],
         order=_pb_order(report.order),
         trade_id=report.trade_id,
-        last_price=_format_price(report.last_price),
-        last_quantity=_format_price(report.last_quantity),
+        last_price=_format_optional(report.last_price),
+        last_quantity=_format_optional(report.last_quantity),
         maker=report.maker,
         time=_timestamp(report.time),
     )

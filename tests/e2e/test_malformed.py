@@ -106,7 +106,8 @@ async def test_bad_amend(
 
 async def test_valid_order_after_bad_ones_still_works(deployment: Deployment) -> None:
     await refused(deployment.clients.orders.PlaceOrder(limit_order(quantity="NaN")))
+    # 18 fraction digits parse; the value itself must also fit BTC-USDT's lot size.
     accepted = await deployment.clients.orders.PlaceOrder(
-        limit_order(quantity="0.000000000000000001")
+        limit_order(quantity="1.000000000000000000")
     )
     assert accepted.status == pb.ORDER_STATUS_NEW

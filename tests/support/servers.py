@@ -148,12 +148,14 @@ class InterceptorDeployment:
 
 
 @contextlib.asynccontextmanager
-async def running_interceptor(redis_url: str) -> AsyncIterator[InterceptorDeployment]:
+async def running_interceptor(
+    redis_url: str, policy: pathlib.Path = POLICY
+) -> AsyncIterator[InterceptorDeployment]:
     from gateway import Gatekeeper, PreTradeInterceptor, load_policy
     from gateway.admin import AdminService
     from gateway.exchange import ReferenceExchange, add_to_server
 
-    keeper = await Gatekeeper.open(redis_url, load_policy(POLICY))
+    keeper = await Gatekeeper.open(redis_url, load_policy(policy))
     exchange = ReferenceExchange()
     order_server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     add_to_server(order_server, exchange)
@@ -163,11 +165,14 @@ async def running_interceptor(redis_url: str) -> AsyncIterator[InterceptorDeploy
     admin_port = admin_server.add_insecure_port("127.0.0.1:0")
     await order_server.start()
     await admin_server.start()
+    # Reference prices from the exchange's own execution feed, as an embedding venue would.
+    keeper.follow_executions(f"127.0.0.1:{order_port}")
     clients = await connect(f"127.0.0.1:{order_port}", f"127.0.0.1:{admin_port}")
     try:
         yield InterceptorDeployment(keeper, exchange, clients)
     finally:
         await clients.close()
+        await keeper.stop_following_executions()
         await order_server.stop(0.2)
         await admin_server.stop(0.2)
         await keeper.close()

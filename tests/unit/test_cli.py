@@ -26,3 +26,19 @@ def test_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (args.listen, args.redis_url) == ("127.0.0.1:6000", "redis://127.0.0.1:7000/0")
     args = build_parser().parse_args(["serve", "--listen", "127.0.0.1:6001"])
     assert args.listen == "127.0.0.1:6001"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["admin", "--json", "show-account", "alice"],
+        ["admin", "show-account", "alice", "--json"],
+        ["order", "place", "--account", "a", "--symbol", "S", "--side", "buy", "--qty", "1", "--json"],
+    ],
+)  # fmt: skip
+def test_json_flag_before_or_after_the_verb(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).json is True
+
+
+def test_json_defaults_to_tables() -> None:
+    assert build_parser().parse_args(["admin", "show-account", "alice"]).json is False

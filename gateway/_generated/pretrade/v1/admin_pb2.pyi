@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -74,6 +75,40 @@ SYMBOL_STATUS_REDUCE_ONLY: SymbolStatus.ValueType  # 3
 SYMBOL_STATUS_DELISTED: SymbolStatus.ValueType  # 4
 """Nothing but cancels."""
 Global___SymbolStatus: _TypeAlias = SymbolStatus  # noqa: Y015
+
+class _StaleReference:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StaleReferenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StaleReference.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STALE_REFERENCE_UNSPECIFIED: _StaleReference.ValueType  # 0
+    """Inherit from the product, else REFUSE_MARKET."""
+    STALE_REFERENCE_REFUSE_MARKET: _StaleReference.ValueType  # 1
+    """Market orders are refused (REFERENCE_PRICE_UNAVAILABLE), reduce-only ones
+    excepted; limit orders are not banded.
+    """
+    STALE_REFERENCE_SKIP_BAND: _StaleReference.ValueType  # 2
+    """Nothing is refused for want of a reference: limit orders are not banded,
+    market orders use the last known price (if any) for notional checks.
+    """
+
+class StaleReference(_StaleReference, metaclass=_StaleReferenceEnumTypeWrapper):
+    """What a symbol's reference price does when it is older than its maximum age
+    (or there is none yet).
+    """
+
+STALE_REFERENCE_UNSPECIFIED: StaleReference.ValueType  # 0
+"""Inherit from the product, else REFUSE_MARKET."""
+STALE_REFERENCE_REFUSE_MARKET: StaleReference.ValueType  # 1
+"""Market orders are refused (REFERENCE_PRICE_UNAVAILABLE), reduce-only ones
+excepted; limit orders are not banded.
+"""
+STALE_REFERENCE_SKIP_BAND: StaleReference.ValueType  # 2
+"""Nothing is refused for want of a reference: limit orders are not banded,
+market orders use the last known price (if any) for notional checks.
+"""
+Global___StaleReference: _TypeAlias = StaleReference  # noqa: Y015
 
 class _LimitScope:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -169,6 +204,7 @@ class Account(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LEVERAGE_LIMIT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     state: Global___AccountState.ValueType
     """ACTIVE when no restriction is in force."""
@@ -180,6 +216,10 @@ class Account(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """Set when the state lapses back to ACTIVE on its own."""
 
+    @_builtins.property
+    def leverage_limit(self) -> Global___LeverageLimit:
+        """The account's leverage cap set with SetLeverageLimit; unset when none."""
+
     def __init__(
         self,
         *,
@@ -189,14 +229,148 @@ class Account(_message.Message):
         actor: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        leverage_limit: Global___LeverageLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "leverage_limit", b"leverage_limit", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "expires_at", b"expires_at", "reason", b"reason", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "expires_at", b"expires_at", "leverage_limit", b"leverage_limit", "reason", b"reason", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Account: _TypeAlias = Account  # noqa: Y015
+
+@_typing.final
+class LeverageBracket(_message.Message):
+    """One row of a leverage bracket table, as exchanges publish them: orders whose
+    notional is above notional_floor and at most notional_cap may use at most
+    max_leverage. Rows are contiguous from 0; leverage never rises with notional.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIONAL_FLOOR_FIELD_NUMBER: _builtins.int
+    NOTIONAL_CAP_FIELD_NUMBER: _builtins.int
+    MAX_LEVERAGE_FIELD_NUMBER: _builtins.int
+    notional_floor: _builtins.str
+    """Decimal string; "0" for the first row, the previous row's cap after that."""
+    notional_cap: _builtins.str
+    """Decimal string; empty on the last row for "no upper bound"."""
+    max_leverage: _builtins.int
+    def __init__(
+        self,
+        *,
+        notional_floor: _builtins.str = ...,
+        notional_cap: _builtins.str = ...,
+        max_leverage: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_leverage", b"max_leverage", "notional_cap", b"notional_cap", "notional_floor", b"notional_floor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeverageBracket: _TypeAlias = LeverageBracket  # noqa: Y015
+
+@_typing.final
+class LeverageLimit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_LEVERAGE_FIELD_NUMBER: _builtins.int
+    BRACKETS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    max_leverage: _builtins.int
+    """0: no flat cap (brackets only)."""
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def brackets(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeverageBracket]: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the limit lapses on its own."""
+
+    def __init__(
+        self,
+        *,
+        max_leverage: _builtins.int = ...,
+        brackets: _abc.Iterable[Global___LeverageBracket] | None = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "brackets", b"brackets", "expires_at", b"expires_at", "max_leverage", b"max_leverage", "reason", b"reason", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeverageLimit: _TypeAlias = LeverageLimit  # noqa: Y015
+
+@_typing.final
+class ReferencePrice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    AGE_MS_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    STALE_REFERENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    UPSTREAM_PRICE_FIELD_NUMBER: _builtins.int
+    UPSTREAM_OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    price: _builtins.str
+    """Decimal string; empty when there is none."""
+    source: _builtins.str
+    """"ops" (SetReferencePrice), "upstream" (the exchange's last trade) or ""."""
+    age_ms: _builtins.int
+    stale: _builtins.bool
+    """Older than max_age_ms (an ops price is never stale while in force)."""
+    max_age_ms: _builtins.int
+    """The maximum age and stale behaviour in force for this symbol."""
+    stale_reference: Global___StaleReference.ValueType
+    reason: _builtins.str
+    """For an ops price: why, who, and when it lapses."""
+    actor: _builtins.str
+    upstream_price: _builtins.str
+    """The upstream's last trade as this gateway saw it, even while ops pin the price."""
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def upstream_observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        price: _builtins.str = ...,
+        source: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        age_ms: _builtins.int = ...,
+        stale: _builtins.bool = ...,
+        max_age_ms: _builtins.int = ...,
+        stale_reference: Global___StaleReference.ValueType = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        upstream_price: _builtins.str = ...,
+        upstream_observed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "observed_at", b"observed_at", "upstream_observed_at", b"upstream_observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "age_ms", b"age_ms", "expires_at", b"expires_at", "max_age_ms", b"max_age_ms", "observed_at", b"observed_at", "price", b"price", "reason", b"reason", "source", b"source", "stale", b"stale", "stale_reference", b"stale_reference", "upstream_observed_at", b"upstream_observed_at", "upstream_price", b"upstream_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReferencePrice: _TypeAlias = ReferencePrice  # noqa: Y015
 
 @_typing.final
 class SymbolSpec(_message.Message):
@@ -206,12 +380,53 @@ class SymbolSpec(_message.Message):
     PRODUCT_FIELD_NUMBER: _builtins.int
     BASE_ASSET_FIELD_NUMBER: _builtins.int
     QUOTE_ASSET_FIELD_NUMBER: _builtins.int
+    TICK_SIZE_FIELD_NUMBER: _builtins.int
+    LOT_SIZE_FIELD_NUMBER: _builtins.int
+    MIN_QUANTITY_FIELD_NUMBER: _builtins.int
+    MAX_QUANTITY_FIELD_NUMBER: _builtins.int
+    MIN_NOTIONAL_FIELD_NUMBER: _builtins.int
+    MAX_NOTIONAL_FIELD_NUMBER: _builtins.int
+    BAND_BUY_UP_PCT_FIELD_NUMBER: _builtins.int
+    BAND_BUY_DOWN_PCT_FIELD_NUMBER: _builtins.int
+    BAND_SELL_UP_PCT_FIELD_NUMBER: _builtins.int
+    BAND_SELL_DOWN_PCT_FIELD_NUMBER: _builtins.int
+    MAX_LEVERAGE_FIELD_NUMBER: _builtins.int
+    LEVERAGE_BRACKETS_FIELD_NUMBER: _builtins.int
+    REFERENCE_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
+    STALE_REFERENCE_FIELD_NUMBER: _builtins.int
+    PROGRAM_TRADING_FORBIDDEN_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Upper case, e.g. "BTC-USDT"."""
     product: _builtins.str
     """Product the symbol belongs to, e.g. "spot", "perpetual"."""
     base_asset: _builtins.str
     quote_asset: _builtins.str
+    tick_size: _builtins.str
+    """Order limits. Decimals are strings; empty (or 0) means "not checked".
+    Prices must be multiples of tick_size, quantities multiples of lot_size.
+    """
+    lot_size: _builtins.str
+    min_quantity: _builtins.str
+    max_quantity: _builtins.str
+    min_notional: _builtins.str
+    """Notional = quantity x limit price (x reference price for market orders)."""
+    max_notional: _builtins.str
+    band_buy_up_pct: _builtins.str
+    """Price band in percent of the reference price, per side: a buy may be at
+    most band_buy_up_pct above and band_buy_down_pct below it; likewise sells.
+    """
+    band_buy_down_pct: _builtins.str
+    band_sell_up_pct: _builtins.str
+    band_sell_down_pct: _builtins.str
+    max_leverage: _builtins.int
+    """Flat leverage cap (0: none) and notional brackets (none: no brackets)."""
+    reference_max_age_ms: _builtins.int
+    """Age after which the reference price is stale (0: the product's, else 60 s)."""
+    stale_reference: Global___StaleReference.ValueType
+    program_trading_forbidden: _builtins.bool
+    """Refuse program (API) orders on this symbol (the product may forbid them too)."""
+    @_builtins.property
+    def leverage_brackets(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeverageBracket]: ...
     def __init__(
         self,
         *,
@@ -219,10 +434,25 @@ class SymbolSpec(_message.Message):
         product: _builtins.str = ...,
         base_asset: _builtins.str = ...,
         quote_asset: _builtins.str = ...,
+        tick_size: _builtins.str = ...,
+        lot_size: _builtins.str = ...,
+        min_quantity: _builtins.str = ...,
+        max_quantity: _builtins.str = ...,
+        min_notional: _builtins.str = ...,
+        max_notional: _builtins.str = ...,
+        band_buy_up_pct: _builtins.str = ...,
+        band_buy_down_pct: _builtins.str = ...,
+        band_sell_up_pct: _builtins.str = ...,
+        band_sell_down_pct: _builtins.str = ...,
+        max_leverage: _builtins.int = ...,
+        leverage_brackets: _abc.Iterable[Global___LeverageBracket] | None = ...,
+        reference_max_age_ms: _builtins.int = ...,
+        stale_reference: Global___StaleReference.ValueType = ...,
+        program_trading_forbidden: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_asset", b"base_asset", "product", b"product", "quote_asset", b"quote_asset", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_buy_down_pct", b"band_buy_down_pct", "band_buy_up_pct", b"band_buy_up_pct", "band_sell_down_pct", b"band_sell_down_pct", "band_sell_up_pct", b"band_sell_up_pct", "base_asset", b"base_asset", "leverage_brackets", b"leverage_brackets", "lot_size", b"lot_size", "max_leverage", b"max_leverage", "max_notional", b"max_notional", "max_quantity", b"max_quantity", "min_notional", b"min_notional", "min_quantity", b"min_quantity", "product", b"product", "program_trading_forbidden", b"program_trading_forbidden", "quote_asset", b"quote_asset", "reference_max_age_ms", b"reference_max_age_ms", "stale_reference", b"stale_reference", "symbol", b"symbol", "tick_size", b"tick_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,6 +469,9 @@ class Symbol(_message.Message):
     STATUS_UPDATED_AT_FIELD_NUMBER: _builtins.int
     STATUS_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     SPEC_SOURCE_FIELD_NUMBER: _builtins.int
+    LEVERAGE_OVERRIDE_FIELD_NUMBER: _builtins.int
+    REFERENCE_PRICE_FIELD_NUMBER: _builtins.int
+    PROGRAM_TRADING_FORBIDDEN_FIELD_NUMBER: _builtins.int
     status: Global___SymbolStatus.ValueType
     status_reason: _builtins.str
     status_actor: _builtins.str
@@ -246,6 +479,8 @@ class Symbol(_message.Message):
     """"policy" when the spec comes from the limits/ policy files, "admin" when
     it was set through UpsertSymbol (which overrides the policy).
     """
+    program_trading_forbidden: _builtins.bool
+    """Whether program orders are refused (by the symbol or by its product)."""
     @_builtins.property
     def spec(self) -> Global___SymbolSpec: ...
     @_builtins.property
@@ -253,6 +488,14 @@ class Symbol(_message.Message):
     @_builtins.property
     def status_expires_at(self) -> _timestamp_pb2.Timestamp:
         """Set when the status lapses back to TRADING on its own."""
+
+    @_builtins.property
+    def leverage_override(self) -> Global___LeverageLimit:
+        """Leverage limit set at run time with SetLeverageLimit; unset when none."""
+
+    @_builtins.property
+    def reference_price(self) -> Global___ReferencePrice:
+        """The reference price this gateway uses now."""
 
     def __init__(
         self,
@@ -264,10 +507,13 @@ class Symbol(_message.Message):
         status_updated_at: _timestamp_pb2.Timestamp | None = ...,
         status_expires_at: _timestamp_pb2.Timestamp | None = ...,
         spec_source: _builtins.str = ...,
+        leverage_override: Global___LeverageLimit | None = ...,
+        reference_price: Global___ReferencePrice | None = ...,
+        program_trading_forbidden: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "status_expires_at", b"status_expires_at", "status_updated_at", b"status_updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leverage_override", b"leverage_override", "reference_price", b"reference_price", "spec", b"spec", "status_expires_at", b"status_expires_at", "status_updated_at", b"status_updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "spec_source", b"spec_source", "status", b"status", "status_actor", b"status_actor", "status_expires_at", b"status_expires_at", "status_reason", b"status_reason", "status_updated_at", b"status_updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leverage_override", b"leverage_override", "program_trading_forbidden", b"program_trading_forbidden", "reference_price", b"reference_price", "spec", b"spec", "spec_source", b"spec_source", "status", b"status", "status_actor", b"status_actor", "status_expires_at", b"status_expires_at", "status_reason", b"status_reason", "status_updated_at", b"status_updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -435,20 +681,30 @@ class UpsertSymbolRequest(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     actor: _builtins.str
     @_builtins.property
     def spec(self) -> Global___SymbolSpec: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Empty: spec replaces the symbol's spec whole. Otherwise only the listed
+        SymbolSpec fields (e.g. "tick_size", "leverage_brackets") change, the rest
+        is kept; an empty value in a listed field removes that limit. The symbol
+        must exist for a partial update.
+        """
+
     def __init__(
         self,
         *,
         spec: Global___SymbolSpec | None = ...,
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "reason", b"reason", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "reason", b"reason", "spec", b"spec", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -574,6 +830,143 @@ class ListRestrictionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRestrictionsResponse: _TypeAlias = ListRestrictionsResponse  # noqa: Y015
+
+@_typing.final
+class SetLeverageLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    MAX_LEVERAGE_FIELD_NUMBER: _builtins.int
+    BRACKETS_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    account_id: _builtins.str
+    max_leverage: _builtins.int
+    """The cap (1-1000). Required for an account; for a symbol, max_leverage
+    and/or brackets.
+    """
+    clear: _builtins.bool
+    """Remove the run-time limit instead (max_leverage, brackets and ttl empty)."""
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def brackets(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeverageBracket]:
+        """Symbols only: notional brackets (see LeverageBracket)."""
+
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional: the limit lapses after this long."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        max_leverage: _builtins.int = ...,
+        brackets: _abc.Iterable[Global___LeverageBracket] | None = ...,
+        clear: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "symbol", b"symbol", "target", b"target", "ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "brackets", b"brackets", "clear", b"clear", "max_leverage", b"max_leverage", "reason", b"reason", "symbol", b"symbol", "target", b"target", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["symbol", "account_id"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___SetLeverageLimitRequest: _TypeAlias = SetLeverageLimitRequest  # noqa: Y015
+
+@_typing.final
+class SetLeverageLimitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limit(self) -> Global___LeverageLimit:
+        """The limit now in force for the target (unset after clear)."""
+
+    @_builtins.property
+    def previous(self) -> Global___LeverageLimit: ...
+    def __init__(
+        self,
+        *,
+        limit: Global___LeverageLimit | None = ...,
+        previous: Global___LeverageLimit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "previous", b"previous"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "previous", b"previous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLeverageLimitResponse: _TypeAlias = SetLeverageLimitResponse  # noqa: Y015
+
+@_typing.final
+class SetReferencePriceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    price: _builtins.str
+    """Decimal string > 0; empty with clear."""
+    clear: _builtins.bool
+    """Remove the pin: back to the upstream's last trade."""
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional but advised: the pin lapses after this long."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        price: _builtins.str = ...,
+        clear: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "clear", b"clear", "price", b"price", "reason", b"reason", "symbol", b"symbol", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReferencePriceRequest: _TypeAlias = SetReferencePriceRequest  # noqa: Y015
+
+@_typing.final
+class SetReferencePriceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_PRICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reference_price(self) -> Global___ReferencePrice: ...
+    def __init__(
+        self,
+        *,
+        reference_price: Global___ReferencePrice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reference_price", b"reference_price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reference_price", b"reference_price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReferencePriceResponse: _TypeAlias = SetReferencePriceResponse  # noqa: Y015
 
 @_typing.final
 class LimitOverride(_message.Message):

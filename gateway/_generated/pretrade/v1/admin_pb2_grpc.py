@@ -68,6 +68,16 @@ class AdminStub:
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsRequest.SerializeToString,
                 response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsResponse.FromString,
                 _registered_method=True)
+        self.SetLeverageLimit = channel.unary_unary(
+                '/pretrade.v1.Admin/SetLeverageLimit',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.SetLeverageLimitRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.SetLeverageLimitResponse.FromString,
+                _registered_method=True)
+        self.SetReferencePrice = channel.unary_unary(
+                '/pretrade.v1.Admin/SetReferencePrice',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.SetReferencePriceRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.SetReferencePriceResponse.FromString,
+                _registered_method=True)
         self.SetLimit = channel.unary_unary(
                 '/pretrade.v1.Admin/SetLimit',
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.SetLimitRequest.SerializeToString,
@@ -133,6 +143,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLeverageLimit(self, request, context):
+        """Lower leverage at run time: a symbol's cap and notional brackets, or one
+        account's cap. Every limit can only lower what the others allow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReferencePrice(self, request, context):
+        """Pin a symbol's reference price (the price bands and market-order notional
+        use it) instead of the upstream's last trade, or remove the pin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetLimit(self, request, context):
         """Behavioural limits (rate caps, large orders, daily limits, cancel ratio,
         resting time). An override set here beats the policy files at the same
@@ -194,6 +220,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListRestrictions,
                     request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsRequest.FromString,
                     response_serializer=pretrade_dot_v1_dot_admin__pb2.ListRestrictionsResponse.SerializeToString,
+            ),
+            'SetLeverageLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLeverageLimit,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.SetLeverageLimitRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.SetLeverageLimitResponse.SerializeToString,
+            ),
+            'SetReferencePrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReferencePrice,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.SetReferencePriceRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.SetReferencePriceResponse.SerializeToString,
             ),
             'SetLimit': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLimit,
@@ -382,6 +418,60 @@ class Admin:
             '/pretrade.v1.Admin/ListRestrictions',
             pretrade_dot_v1_dot_admin__pb2.ListRestrictionsRequest.SerializeToString,
             pretrade_dot_v1_dot_admin__pb2.ListRestrictionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLeverageLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/SetLeverageLimit',
+            pretrade_dot_v1_dot_admin__pb2.SetLeverageLimitRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.SetLeverageLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReferencePrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/SetReferencePrice',
+            pretrade_dot_v1_dot_admin__pb2.SetReferencePriceRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.SetReferencePriceResponse.FromString,
             options,
             channel_credentials,
             insecure,

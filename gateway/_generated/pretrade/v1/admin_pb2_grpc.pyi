@@ -43,6 +43,14 @@ class AdminStub:
     UpsertSymbol: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpsertSymbolRequest, _admin_pb2.UpsertSymbolResponse]
     GetSymbol: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetSymbolRequest, _admin_pb2.GetSymbolResponse]
     ListRestrictions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListRestrictionsRequest, _admin_pb2.ListRestrictionsResponse]
+    SetLeverageLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetLeverageLimitRequest, _admin_pb2.SetLeverageLimitResponse]
+    """Lower leverage at run time: a symbol's cap and notional brackets, or one
+    account's cap. Every limit can only lower what the others allow.
+    """
+    SetReferencePrice: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetReferencePriceRequest, _admin_pb2.SetReferencePriceResponse]
+    """Pin a symbol's reference price (the price bands and market-order notional
+    use it) instead of the upstream's last trade, or remove the pin.
+    """
     SetLimit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetLimitRequest, _admin_pb2.SetLimitResponse]
     """Behavioural limits (rate caps, large orders, daily limits, cancel ratio,
     resting time). An override set here beats the policy files at the same
@@ -70,6 +78,14 @@ class AdminAsyncStub(AdminStub):
     UpsertSymbol: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpsertSymbolRequest, _admin_pb2.UpsertSymbolResponse]  # type: ignore[assignment]
     GetSymbol: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetSymbolRequest, _admin_pb2.GetSymbolResponse]  # type: ignore[assignment]
     ListRestrictions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListRestrictionsRequest, _admin_pb2.ListRestrictionsResponse]  # type: ignore[assignment]
+    SetLeverageLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetLeverageLimitRequest, _admin_pb2.SetLeverageLimitResponse]  # type: ignore[assignment]
+    """Lower leverage at run time: a symbol's cap and notional brackets, or one
+    account's cap. Every limit can only lower what the others allow.
+    """
+    SetReferencePrice: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetReferencePriceRequest, _admin_pb2.SetReferencePriceResponse]  # type: ignore[assignment]
+    """Pin a symbol's reference price (the price bands and market-order notional
+    use it) instead of the upstream's last trade, or remove the pin.
+    """
     SetLimit: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetLimitRequest, _admin_pb2.SetLimitResponse]  # type: ignore[assignment]
     """Behavioural limits (rate caps, large orders, daily limits, cancel ratio,
     resting time). An override set here beats the policy files at the same
@@ -130,6 +146,26 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListRestrictionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListRestrictionsResponse, _abc.Awaitable[_admin_pb2.ListRestrictionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetLeverageLimit(
+        self,
+        request: _admin_pb2.SetLeverageLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetLeverageLimitResponse, _abc.Awaitable[_admin_pb2.SetLeverageLimitResponse]]:
+        """Lower leverage at run time: a symbol's cap and notional brackets, or one
+        account's cap. Every limit can only lower what the others allow.
+        """
+
+    @_abc_1.abstractmethod
+    def SetReferencePrice(
+        self,
+        request: _admin_pb2.SetReferencePriceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetReferencePriceResponse, _abc.Awaitable[_admin_pb2.SetReferencePriceResponse]]:
+        """Pin a symbol's reference price (the price bands and market-order notional
+        use it) instead of the upstream's last trade, or remove the pin.
+        """
 
     @_abc_1.abstractmethod
     def SetLimit(

@@ -34,23 +34,44 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_SYMBOL_HALTED: _Reason.ValueType  # 6
     REASON_SYMBOL_REDUCE_ONLY: _Reason.ValueType  # 7
     REASON_SYMBOL_DELISTED: _Reason.ValueType  # 8
-    REASON_ORDER_RATE_EXCEEDED: _Reason.ValueType  # 20
-    """Behavioural limits (RESOURCE_EXHAUSTED, with a `google.rpc.RetryInfo`
+    REASON_LEVERAGE_EXCEEDED: _Reason.ValueType  # 20
+    """Order sanity, leverage and channel (20-29: a block of its own so that
+    reasons added elsewhere never collide with these numbers).
+    The requested leverage is above the cap for the order's notional.
+    """
+    REASON_ORDER_QTY_OUT_OF_RANGE: _Reason.ValueType  # 21
+    """Quantity below the symbol's minimum or above its maximum."""
+    REASON_ORDER_NOTIONAL_OUT_OF_RANGE: _Reason.ValueType  # 22
+    """Notional (quantity x price, or x reference price for market orders)
+    below the symbol's minimum or above its maximum.
+    """
+    REASON_PRICE_TICK_INVALID: _Reason.ValueType  # 23
+    """Price not a multiple of the symbol's tick size."""
+    REASON_QTY_STEP_INVALID: _Reason.ValueType  # 24
+    """Quantity not a multiple of the symbol's lot size."""
+    REASON_PRICE_OUT_OF_BAND: _Reason.ValueType  # 25
+    """Limit price further from the reference price than the symbol's band allows."""
+    REASON_REFERENCE_PRICE_UNAVAILABLE: _Reason.ValueType  # 26
+    """No fresh reference price, and the symbol's policy refuses market orders then."""
+    REASON_PROGRAM_TRADING_FORBIDDEN: _Reason.ValueType  # 27
+    """A program (API) order on a product or symbol where program trading is forbidden."""
+    REASON_ORDER_RATE_EXCEEDED: _Reason.ValueType  # 30
+    """Behavioural limits (30-39; RESOURCE_EXHAUSTED, with a `google.rpc.RetryInfo`
     giving the delay until the same call would pass; `ErrorInfo.metadata`
     names the limit, its window, the current count and the cap).
     Too many new orders and amends in a window (`order_rate`).
     """
-    REASON_CANCEL_RATE_EXCEEDED: _Reason.ValueType  # 21
+    REASON_CANCEL_RATE_EXCEEDED: _Reason.ValueType  # 31
     """Too many cancels in a window (`cancel_rate`)."""
-    REASON_LARGE_ORDER_RATE_EXCEEDED: _Reason.ValueType  # 22
+    REASON_LARGE_ORDER_RATE_EXCEEDED: _Reason.ValueType  # 32
     """Too many large orders, or cancels of large orders, in a window."""
-    REASON_DAILY_POSITION_LIMIT: _Reason.ValueType  # 23
+    REASON_DAILY_POSITION_LIMIT: _Reason.ValueType  # 33
     """The day's position-opening orders on the product (or symbol) are used up."""
-    REASON_CANCEL_RATIO_EXCEEDED: _Reason.ValueType  # 24
+    REASON_CANCEL_RATIO_EXCEEDED: _Reason.ValueType  # 34
     """The cancel would push the day's cancels/orders ratio above its cap."""
-    REASON_MIN_RESTING_TIME: _Reason.ValueType  # 25
+    REASON_MIN_RESTING_TIME: _Reason.ValueType  # 35
     """The order is younger than the product's minimum resting time."""
-    REASON_COUNTERS_UNAVAILABLE: _Reason.ValueType  # 26
+    REASON_COUNTERS_UNAVAILABLE: _Reason.ValueType  # 36
     """The counter store (Redis) did not answer; new orders and amends are
     refused (UNAVAILABLE), cancels are let through.
     """
@@ -77,23 +98,44 @@ REASON_SYMBOL_UNKNOWN: Reason.ValueType  # 5
 REASON_SYMBOL_HALTED: Reason.ValueType  # 6
 REASON_SYMBOL_REDUCE_ONLY: Reason.ValueType  # 7
 REASON_SYMBOL_DELISTED: Reason.ValueType  # 8
-REASON_ORDER_RATE_EXCEEDED: Reason.ValueType  # 20
-"""Behavioural limits (RESOURCE_EXHAUSTED, with a `google.rpc.RetryInfo`
+REASON_LEVERAGE_EXCEEDED: Reason.ValueType  # 20
+"""Order sanity, leverage and channel (20-29: a block of its own so that
+reasons added elsewhere never collide with these numbers).
+The requested leverage is above the cap for the order's notional.
+"""
+REASON_ORDER_QTY_OUT_OF_RANGE: Reason.ValueType  # 21
+"""Quantity below the symbol's minimum or above its maximum."""
+REASON_ORDER_NOTIONAL_OUT_OF_RANGE: Reason.ValueType  # 22
+"""Notional (quantity x price, or x reference price for market orders)
+below the symbol's minimum or above its maximum.
+"""
+REASON_PRICE_TICK_INVALID: Reason.ValueType  # 23
+"""Price not a multiple of the symbol's tick size."""
+REASON_QTY_STEP_INVALID: Reason.ValueType  # 24
+"""Quantity not a multiple of the symbol's lot size."""
+REASON_PRICE_OUT_OF_BAND: Reason.ValueType  # 25
+"""Limit price further from the reference price than the symbol's band allows."""
+REASON_REFERENCE_PRICE_UNAVAILABLE: Reason.ValueType  # 26
+"""No fresh reference price, and the symbol's policy refuses market orders then."""
+REASON_PROGRAM_TRADING_FORBIDDEN: Reason.ValueType  # 27
+"""A program (API) order on a product or symbol where program trading is forbidden."""
+REASON_ORDER_RATE_EXCEEDED: Reason.ValueType  # 30
+"""Behavioural limits (30-39; RESOURCE_EXHAUSTED, with a `google.rpc.RetryInfo`
 giving the delay until the same call would pass; `ErrorInfo.metadata`
 names the limit, its window, the current count and the cap).
 Too many new orders and amends in a window (`order_rate`).
 """
-REASON_CANCEL_RATE_EXCEEDED: Reason.ValueType  # 21
+REASON_CANCEL_RATE_EXCEEDED: Reason.ValueType  # 31
 """Too many cancels in a window (`cancel_rate`)."""
-REASON_LARGE_ORDER_RATE_EXCEEDED: Reason.ValueType  # 22
+REASON_LARGE_ORDER_RATE_EXCEEDED: Reason.ValueType  # 32
 """Too many large orders, or cancels of large orders, in a window."""
-REASON_DAILY_POSITION_LIMIT: Reason.ValueType  # 23
+REASON_DAILY_POSITION_LIMIT: Reason.ValueType  # 33
 """The day's position-opening orders on the product (or symbol) are used up."""
-REASON_CANCEL_RATIO_EXCEEDED: Reason.ValueType  # 24
+REASON_CANCEL_RATIO_EXCEEDED: Reason.ValueType  # 34
 """The cancel would push the day's cancels/orders ratio above its cap."""
-REASON_MIN_RESTING_TIME: Reason.ValueType  # 25
+REASON_MIN_RESTING_TIME: Reason.ValueType  # 35
 """The order is younger than the product's minimum resting time."""
-REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 26
+REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 36
 """The counter store (Redis) did not answer; new orders and amends are
 refused (UNAVAILABLE), cancels are let through.
 """
