@@ -228,3 +228,23 @@ async def test_interceptor_adds_to_the_servicers_trailers(redis_url: str) -> Non
     finally:
         await server.stop(0)
         await keeper.close()
+
+
+async def test_market_orders_are_large_at_the_reference_price(deployment: Deployment) -> None:
+    admin, orders = deployment.clients.admin, deployment.clients.orders
+    sym = apb.LIMIT_SCOPE_SYMBOL
+    await admin.SetLimit(set_limit(apb.LIMIT_KIND_LARGE_NOTIONAL, "1000", sym, "BTC-USDT"))
+    await admin.SetLimit(set_limit(apb.LIMIT_KIND_LARGE_ORDER_RATE, "1/1m", sym, "BTC-USDT"))
+    market = pb.PlaceOrderRequest(account_id="alice", symbol="BTC-USDT", side=pb.SIDE_BUY,
+                                  type=pb.ORDER_TYPE_MARKET, quantity="10")  # fmt: skip
+    # No reference price yet: market orders are never large.
+    await orders.PlaceOrder(market)
+    await orders.PlaceOrder(market)
+    await admin.SetReferencePrice(apb.SetReferencePriceRequest(
+        symbol="BTC-USDT", price="100", reason="test", actor="ops"))  # fmt: skip
+    await orders.PlaceOrder(market)  # 10 x 100 = 1000: large
+    got = await refused(orders.PlaceOrder(market))
+    assert (got.reason, got.metadata["limit"]) == ("LARGE_ORDER_RATE_EXCEEDED", "large_order_rate")
+    small = pb.PlaceOrderRequest(account_id="alice", symbol="BTC-USDT", side=pb.SIDE_BUY,
+                                 type=pb.ORDER_TYPE_MARKET, quantity="9.99")  # fmt: skip
+    await orders.PlaceOrder(small)
