@@ -9,12 +9,15 @@ rich status; the servicer is never called.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc import aio
 
+from gateway.decisions import REQUEST_ID_KEY
 from gateway.engine import ORDER_METHODS, OrderMethod, PreTradeEngine
+from gateway.ops import add_request_id
 from gateway.refusals import to_grpc_status
 
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -52,12 +55,41 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _guard(self, method: OrderMethod, behavior: Behavior) -> Behavior:
         screen = self._engine.screen
+        next_id = self._engine.request_ids.next
+        sink = self._engine.sink
 
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            denial = await screen(method, request)
+            request_id = next_id()
+            denial = await screen(method, request, request_id)
             if denial is not None:
                 status = to_grpc_status(denial)
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            return await behavior(request, context)
+                trailers = (*status.trailing_metadata, (REQUEST_ID_KEY, request_id))
+                await context.abort(status.code, status.details, trailers)
+            started = perf_counter()
+            failed: str | None = None
+            try:
+                return await behavior(request, context)
+            except Exception:  # context.abort raises too; its code is on the context
+                failed = _code_name(context.code()) or "UNKNOWN"
+                raise
+            finally:
+                sink.upstream(method.name, perf_counter() - started, failed or _error_code(context))
+                add_request_id(context, request_id)
 
         return guarded
+
+
+def _code_name(code: Any) -> str | None:
+    if code is None:
+        return None
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    for known in grpc.StatusCode:
+        if known.value[0] == code:
+            return known.name
+    return None
+
+
+def _error_code(context: aio.ServicerContext[Any, Any]) -> str | None:
+    name = _code_name(context.code())
+    return None if name in (None, "OK") else name

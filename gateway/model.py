@@ -39,6 +39,10 @@ class FlagKind(enum.Enum):
     ACCOUNT_STATE = "acct"
     SYMBOL_STATUS = "symst"
     SYMBOL_SPEC = "symspec"
+    #: Kill switches by scope key ("venue", "product:spot", "account:alice", "group:g1").
+    KILL_SWITCH = "kill"
+    #: Shadowed rules by rule name (a Reason value, or "*" for all).
+    SHADOW = "shadow"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,12 @@ rich details included).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
 
 import grpc
 from grpc import aio
 
+from gateway.decisions import REQUEST_ID_KEY
 from gateway.engine import ORDER_ENTRY_SERVICE, ORDER_METHODS, OrderMethod, PreTradeEngine
 from gateway.refusals import to_grpc_status
 
@@ -53,12 +55,17 @@ class OrderEntryProxy:
         # No serializers on either side: bytes in, bytes out.
         upstream_call = self._upstream.unary_unary(method.path, None, None)
         screen_bytes = self._engine.screen_bytes
+        next_id = self._engine.request_ids.next
+        sink = self._engine.sink
 
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
-            denial = await screen_bytes(method, raw)
+            request_id = next_id()
+            tag = ((REQUEST_ID_KEY, request_id),)
+            denial = await screen_bytes(method, raw, request_id)
             if denial is not None:
                 status = to_grpc_status(denial)
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))
+            started = perf_counter()
             try:
                 response: bytes = await upstream_call(
                     raw,
@@ -66,8 +73,11 @@ class OrderEntryProxy:
                     metadata=forwardable_metadata(context.invocation_metadata()),  # type: ignore[arg-type]
                 )
             except aio.AioRpcError as exc:
-                trailers = tuple(exc.trailing_metadata() or ())
+                sink.upstream(method.name, perf_counter() - started, exc.code().name)
+                trailers = (*tuple(exc.trailing_metadata() or ()), *tag)
                 await context.abort(exc.code(), exc.details() or "", trailers)  # type: ignore[arg-type]
+            sink.upstream(method.name, perf_counter() - started, None)
+            context.set_trailing_metadata(tag)
             return response
 
         return forward

@@ -24,6 +24,7 @@ class Reason(enum.StrEnum):
     SYMBOL_HALTED = "SYMBOL_HALTED"
     SYMBOL_REDUCE_ONLY = "SYMBOL_REDUCE_ONLY"
     SYMBOL_DELISTED = "SYMBOL_DELISTED"
+    KILL_SWITCH = "KILL_SWITCH"
 
 
 _S = grpc.StatusCode
@@ -39,6 +40,8 @@ STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
         Reason.SYMBOL_HALTED: _S.FAILED_PRECONDITION,
         Reason.SYMBOL_REDUCE_ONLY: _S.FAILED_PRECONDITION,
         Reason.SYMBOL_DELISTED: _S.FAILED_PRECONDITION,
+        # Not UNAVAILABLE: clients and proxies retry that on their own.
+        Reason.KILL_SWITCH: _S.FAILED_PRECONDITION,
     }
 )
 

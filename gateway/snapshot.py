@@ -37,6 +37,8 @@ class Snapshot:
         self.accounts: dict[str, StateRecord] = {}
         self.symbol_status: dict[str, StateRecord] = {}
         self.admin_specs: dict[str, SpecRecord] = {}
+        self.kill_switches: dict[str, StateRecord] = {}
+        self.shadow_rules: dict[str, StateRecord] = {}
         self._policy_specs: Mapping[str, SymbolSpec] = dict(policy_specs or {})
         #: Effective spec per symbol: the admin's if any, else the policy's.
         self.symbols: dict[str, SymbolSpec] = dict(self._policy_specs)
@@ -76,7 +78,7 @@ class Snapshot:
             else:
                 specs[key] = spec_record_from_fields(fields)
         else:
-            states = self.accounts if kind is FlagKind.ACCOUNT_STATE else self.symbol_status
+            states = self.states_of(kind)
             current = states.get(key)
             if current is not None and current.version > version:
                 return False
@@ -101,6 +103,10 @@ class Snapshot:
             raw.get(FlagKind.SYMBOL_STATUS, {}), state_record_from_fields, bad
         )
         self.admin_specs = _decode(raw.get(FlagKind.SYMBOL_SPEC, {}), spec_record_from_fields, bad)
+        self.kill_switches = _decode(
+            raw.get(FlagKind.KILL_SWITCH, {}), state_record_from_fields, bad
+        )
+        self.shadow_rules = _decode(raw.get(FlagKind.SHADOW, {}), state_record_from_fields, bad)
         self._rebuild_symbols()
         self.last_update_ms = now_ms()
         return bad
@@ -112,7 +118,7 @@ class Snapshot:
     def purge_lapsed(self, at_ms: int) -> int:
         """Drop records whose TTL has passed (Redis expires its copies on its own)."""
         dropped = 0
-        for table in (self.accounts, self.symbol_status):
+        for table in (self.accounts, self.symbol_status, self.kill_switches, self.shadow_rules):
             for key in [k for k, r in table.items() if not r.in_force(at_ms)]:
                 del table[key]
                 dropped += 1
@@ -141,7 +147,20 @@ class Snapshot:
             return "admin"
         return "policy" if symbol in self._policy_specs else ""
 
+    def account_group(self, account_id: str) -> str:
+        """The account's group; always "" until accounts are linked into groups."""
+        return ""
+
     # -- internals --------------------------------------------------------
+
+    def states_of(self, kind: FlagKind) -> dict[str, StateRecord]:
+        if kind is FlagKind.ACCOUNT_STATE:
+            return self.accounts
+        if kind is FlagKind.KILL_SWITCH:
+            return self.kill_switches
+        if kind is FlagKind.SHADOW:
+            return self.shadow_rules
+        return self.symbol_status
 
     def _refresh_symbol(self, symbol: str) -> None:
         admin = self.admin_specs.get(symbol)

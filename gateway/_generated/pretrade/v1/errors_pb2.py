@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pretrade/v1/errors.proto\x12\x0bpretrade.v1*\x87\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16REASON_INVALID_REQUEST\x10\x01\x12\x19\n\x15REASON_ACCOUNT_FROZEN\x10\x02\x12\x1e\n\x1aREASON_ACCOUNT_DEACTIVATED\x10\x03\x12\x1e\n\x1aREASON_ACCOUNT_REDUCE_ONLY\x10\x04\x12\x19\n\x15REASON_SYMBOL_UNKNOWN\x10\x05\x12\x18\n\x14REASON_SYMBOL_HALTED\x10\x06\x12\x1d\n\x19REASON_SYMBOL_REDUCE_ONLY\x10\x07\x12\x1a\n\x16REASON_SYMBOL_DELISTED\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pretrade/v1/errors.proto\x12\x0bpretrade.v1*\x9f\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16REASON_INVALID_REQUEST\x10\x01\x12\x19\n\x15REASON_ACCOUNT_FROZEN\x10\x02\x12\x1e\n\x1aREASON_ACCOUNT_DEACTIVATED\x10\x03\x12\x1e\n\x1aREASON_ACCOUNT_REDUCE_ONLY\x10\x04\x12\x19\n\x15REASON_SYMBOL_UNKNOWN\x10\x05\x12\x18\n\x14REASON_SYMBOL_HALTED\x10\x06\x12\x1d\n\x19REASON_SYMBOL_REDUCE_ONLY\x10\x07\x12\x1a\n\x16REASON_SYMBOL_DELISTED\x10\x08\x12\x16\n\x12REASON_KILL_SWITCH\x10\x1e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pretrade.v1.errors_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REASON']._serialized_start=42
-  _globals['_REASON']._serialized_end=305
+  _globals['_REASON']._serialized_end=329
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,10 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_SYMBOL_HALTED: _Reason.ValueType  # 6
     REASON_SYMBOL_REDUCE_ONLY: _Reason.ValueType  # 7
     REASON_SYMBOL_DELISTED: _Reason.ValueType  # 8
+    REASON_KILL_SWITCH: _Reason.ValueType  # 30
+    """A kill switch halts new orders and amends at the venue, the product, the
+    account or its group; cancels pass.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -57,4 +61,8 @@ REASON_SYMBOL_UNKNOWN: Reason.ValueType  # 5
 REASON_SYMBOL_HALTED: Reason.ValueType  # 6
 REASON_SYMBOL_REDUCE_ONLY: Reason.ValueType  # 7
 REASON_SYMBOL_DELISTED: Reason.ValueType  # 8
+REASON_KILL_SWITCH: Reason.ValueType  # 30
+"""A kill switch halts new orders and amends at the venue, the product, the
+account or its group; cancels pass.
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
