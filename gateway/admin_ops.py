@@ -26,6 +26,7 @@ from gateway.audit import (
     action_matcher,
     decision_matcher,
     list_entries,
+    newest_id,
     watch_entries,
 )
 from gateway.decisions import Outcome
@@ -206,10 +207,13 @@ class OpsAdmin:
         if request.after_id and not STREAM_ID_RE.fullmatch(request.after_id):
             v.add("after_id", "a record id from this API (e.g. 1718000000000-0)")
         await v.abort_if_any(context)
+        redis = self._keeper.redis
         try:
-            async for entry in watch_entries(
-                self._keeper.redis, DECISIONS_STREAM, match, request.after_id
-            ):
+            start = request.after_id or await newest_id(redis, DECISIONS_STREAM)
+            # Headers go out once the start is fixed: a client that awaits them
+            # knows that everything recorded from then on will reach it.
+            await context.send_initial_metadata(())
+            async for entry in watch_entries(redis, DECISIONS_STREAM, match, start):
                 yield decision_record(entry)
         except (RedisError, OSError) as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"audit stream unreachable: {exc}")

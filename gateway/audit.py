@@ -308,14 +308,17 @@ async def list_entries(
     return found, last_id
 
 
+async def newest_id(redis: Redis, stream: str) -> str:
+    """The id of the newest entry ("0-0" for an empty stream): where a watch "from now" starts."""
+    newest: Any = await redis.xrevrange(stream, max="+", min="-", count=1)
+    return _text(newest[0][0]) if newest else "0-0"
+
+
 async def watch_entries(
     redis: Redis, stream: str, match: Match, after_id: str, block_ms: int = 1000
 ) -> AsyncIterator[Entry]:
-    """Entries written after ``after_id`` ("" for: from now on), until cancelled."""
+    """Entries written after ``after_id``, until cancelled."""
     last = after_id
-    if not last:
-        newest: Any = await redis.xrevrange(stream, max="+", min="-", count=1)
-        last = _text(newest[0][0]) if newest else "0-0"
     while True:
         reply: Any = await redis.xread({stream: last}, count=200, block=block_ms)
         for _stream, entries in reply or ():

@@ -60,11 +60,13 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             request_id = next_id()
+            tag = ((REQUEST_ID_KEY, request_id),)
             denial = await screen(method, request, request_id)
             if denial is not None:
                 status = to_grpc_status(denial)
-                trailers = (*status.trailing_metadata, (REQUEST_ID_KEY, request_id))
-                await context.abort(status.code, status.details, trailers)
+                await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))
+            # Set before the servicer runs: its own abort() sends these unless it passes its own.
+            context.set_trailing_metadata(tag)
             started = perf_counter()
             failed: str | None = None
             try:
@@ -74,7 +76,8 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                 raise
             finally:
                 sink.upstream(method.name, perf_counter() - started, failed or _error_code(context))
-                add_request_id(context, request_id)
+                if not any(key == REQUEST_ID_KEY for key, _ in context.trailing_metadata() or ()):
+                    add_request_id(context, request_id)  # the servicer replaced the trailers
 
         return guarded
 
