@@ -113,7 +113,7 @@ def wait_until(topology: Topology, what: str, probe: object) -> None:
 def prometheus_config(targets: list[str]) -> str:
     quoted = ", ".join(f'"{t}"' for t in targets)
     return (
-        "global:\n  scrape_interval: 5s\n"
+        "global:\n  scrape_interval: 2s\n"
         "scrape_configs:\n"
         "  - job_name: pretrade-gateway\n"
         f"    static_configs:\n      - targets: [{quoted}]\n"
@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-port", type=int, help="Redis port (default: a free one)")
     parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     args = parser.parse_args(argv)
-    root = pathlib.Path(args.dir) if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="pretrade-"))
+    root = (
+        pathlib.Path(args.dir) if args.dir else pathlib.Path(tempfile.mkdtemp(prefix="pretrade-"))
+    )
     root.mkdir(parents=True, exist_ok=True)
 
     stopping = False
