@@ -94,9 +94,51 @@ async def test_kill_switch_every_scope_across_two_gateways(
                 lambda r: len({d.instance for d in r.decisions}) >= 1 and len(r.decisions) >= 3,
             )
             assert {d.reason for d in records.decisions} == {30}  # KILL_SWITCH
+            await _refusal_and_admin_change_are_logged_with_their_request_ids(a, one)
         finally:
             await a.close()
             await b.close()
+
+
+async def _refusal_and_admin_change_are_logged_with_their_request_ids(
+    clients: Any, gw: GatewayProcess
+) -> None:
+    from tests.support.ops import request_id_of
+
+    refused_id, error = await request_id_of(
+        clients.orders.PlaceOrder(limit_order("x", "NOPE-USDT"))
+    )
+    assert error is not None and refused_id
+    accepted_id, _ = await request_id_of(clients.orders.PlaceOrder(limit_order("y")))
+    admin_id, error = await request_id_of(
+        clients.admin.SetShadow(
+            apb.SetShadowRequest(rule="SYMBOL_HALTED", enabled=True, reason="t", actor="ann")
+        )
+    )
+    assert error is None and admin_id
+
+    def lines() -> list[dict[str, Any]]:
+        out = []
+        for line in gw.log().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    async def logged() -> list[dict[str, Any]]:
+        return lines()
+
+    events = await eventually(logged, lambda ls: any(e.get("request_id") == admin_id for e in ls))
+    refusals = [e for e in events if e.get("request_id") == refused_id]
+    assert [e["event"] for e in refusals] == ["order.refused"]
+    assert (refusals[0]["reason"], refusals[0]["account_id"]) == ("SYMBOL_UNKNOWN", "x")
+    change = [e for e in events if e.get("request_id") == admin_id]
+    assert [e["event"] for e in change] == ["admin.action"]
+    assert (change[0]["actor"], change[0]["target"], change[0]["new"]) == (
+        "ann",
+        "SYMBOL_HALTED",
+        "shadow",
+    )
+    assert not [e for e in events if e.get("request_id") == accepted_id], "accepts are not logged"
 
 
 # -- the CLI -------------------------------------------------------------------------------------
