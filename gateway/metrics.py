@@ -3,17 +3,26 @@
 Every gateway has its own registry (several can share a process, as in the
 tests); ``--metrics-listen`` serves it over HTTP. Labels are bounded: method,
 decision, reason, stage path, operation, status code. Never account ids.
+
+What every call touches (decision counts, decision and upstream latency) is
+kept in plain ints and lists and turned into metric families at scrape time:
+a prometheus_client counter and histogram cost about 1.5 µs per call with
+their locks, these a few hundred nanoseconds. Only the event loop writes them.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from threading import Thread
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
 
 from gateway.decisions import Decision
 from gateway.model import FlagKind
@@ -35,20 +44,8 @@ class Metrics:
     def __init__(self, snapshot: Snapshot, instance: str, policy_version: str) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self._snapshot = snapshot
-        self.decisions = Counter(
-            "pretrade_decisions", "Order-entry calls decided, by method, decision and reason "
-            "(reason empty on accept; for shadow, the first shadowed reason).",
-            ["method", "decision", "reason"], registry=r,
-        )  # fmt: skip
-        self.decision_seconds = Histogram(
-            "pretrade_decision_seconds", "Time to decide a call: path=local when no Redis call "
-            "was made, path=redis when the decision included the Redis call.",
-            ["path"], buckets=DECISION_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.shadow_hits = Counter(
-            "pretrade_shadow_hits", "Denials not enforced because their rule is shadowed.",
-            ["reason"], registry=r,
-        )  # fmt: skip
+        self._hot = _HotPath()
+        r.register(self._hot)
         self.redis_seconds = Histogram(
             "pretrade_redis_call_seconds", "Redis round trips by operation "
             "(counters: the hot-path call; audit: a batch of audit records).",
@@ -57,10 +54,6 @@ class Metrics:
         self.redis_errors = Counter(
             "pretrade_redis_errors", "Failed Redis calls by operation.", ["op"], registry=r
         )
-        self.upstream_seconds = Histogram(
-            "pretrade_upstream_seconds", "Upstream (or guarded servicer) call time by method.",
-            ["method"], buckets=CALL_BUCKETS, registry=r,
-        )  # fmt: skip
         self.upstream_errors = Counter(
             "pretrade_upstream_errors", "Upstream calls that ended in an error, by gRPC code.",
             ["method", "code"], registry=r,
@@ -98,11 +91,7 @@ class Metrics:
         self.info = Info("pretrade_gateway", "This gateway instance.", registry=r)
         self.info.info({"instance": instance, "policy_version": policy_version})
         self._instance = instance
-        self._decision_children: dict[tuple[str, str, str], Any] = {}
-        self._local = self.decision_seconds.labels("local")
-        self._with_redis = self.decision_seconds.labels("redis")
         self._counters_call = self.redis_seconds.labels("counters")
-        self._upstream_children: dict[str, Any] = {}
         snapshot.on_change(self._flag_applied)
 
     def set_policy_version(self, version: str) -> None:
@@ -111,25 +100,25 @@ class Metrics:
     # -- DecisionSink --------------------------------------------------------
 
     def decision(self, decision: Decision) -> None:
+        hot = self._hot
         denial = decision.denial
         key = (decision.method, decision.outcome.value, denial.reason.value if denial else "")
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self._decision_children[key] = self.decisions.labels(*key)
-        child.inc()
+        counts = hot.decisions
+        counts[key] = counts.get(key, 0) + 1
         if decision.redis_ns:
-            self._with_redis.observe((decision.local_ns + decision.redis_ns) / 1e9)
+            hot.with_redis.observe((decision.local_ns + decision.redis_ns) / 1e9)
             self._counters_call.observe(decision.redis_ns / 1e9)
         else:
-            self._local.observe(decision.local_ns / 1e9)
+            hot.local.observe(decision.local_ns / 1e9)
         for shadowed in decision.shadowed:
-            self.shadow_hits.labels(shadowed.reason.value).inc()
+            reason = shadowed.reason.value
+            hot.shadow_hits[reason] = hot.shadow_hits.get(reason, 0) + 1
 
     def upstream(self, method: str, seconds: float, code: str | None) -> None:
-        child = self._upstream_children.get(method)
-        if child is None:
-            child = self._upstream_children[method] = self.upstream_seconds.labels(method)
-        child.observe(seconds)
+        histogram = self._hot.upstream.get(method)
+        if histogram is None:
+            histogram = self._hot.upstream[method] = _Buckets(CALL_BUCKETS)
+        histogram.observe(seconds)
         if code is not None:
             self.upstream_errors.labels(method, code).inc()
 
@@ -145,6 +134,81 @@ class Metrics:
         if version:  # deletes carry no write time
             lag_s = (time.time_ns() // 1000 - version) / 1e6
             self.propagation.labels(kind.name.lower()).observe(max(0.0, lag_s))
+
+
+class _Buckets:
+    """A histogram's raw counts: one slot per bucket bound plus one for +Inf."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+        counts, total = list(self.counts), self.total  # one consistent copy
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets, total
+
+
+class _HotPath(Collector):
+    """The per-call metrics, as plain numbers; metric families are built at scrape."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[str, str, str], int] = {}
+        self.shadow_hits: dict[str, int] = {}
+        self.local = _Buckets(DECISION_BUCKETS)
+        self.with_redis = _Buckets(DECISION_BUCKETS)
+        self.upstream: dict[str, _Buckets] = {}
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(empty=True)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(empty=False)
+
+    def _families(self, empty: bool) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "pretrade_decisions", "Order-entry calls decided, by method, decision and reason "
+            "(reason empty on accept; for shadow, the first shadowed reason).",
+            labels=["method", "decision", "reason"],
+        )  # fmt: skip
+        shadow = CounterMetricFamily(
+            "pretrade_shadow_hits", "Denials not enforced because their rule is shadowed.",
+            labels=["reason"],
+        )  # fmt: skip
+        latency = HistogramMetricFamily(
+            "pretrade_decision_seconds", "Time to decide a call: path=local when no Redis call "
+            "was made, path=redis when the decision included the Redis call.",
+            labels=["path"],
+        )  # fmt: skip
+        upstream = HistogramMetricFamily(
+            "pretrade_upstream_seconds", "Upstream (or guarded servicer) call time by method.",
+            labels=["method"],
+        )  # fmt: skip
+        if not empty:
+            # list(...) copies in one step under the GIL: the event loop may be adding keys.
+            for labels, count in list(self.decisions.items()):
+                decisions.add_metric(list(labels), count)
+            for reason, count in list(self.shadow_hits.items()):
+                shadow.add_metric([reason], count)
+            for path, histogram in (("local", self.local), ("redis", self.with_redis)):
+                if any(histogram.counts):
+                    buckets, total = histogram.cumulative()
+                    latency.add_metric([path], buckets, total)
+            for method, histogram in list(self.upstream.items()):
+                buckets, total = histogram.cumulative()
+                upstream.add_metric([method], buckets, total)
+        yield from (decisions, shadow, latency, upstream)
 
 
 def _in_force(table: dict[str, Any]) -> float:
