@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(serve, "--upstream", "UPSTREAM", None, "upstream order-entry service HOST:PORT")
     _opt(serve, "--policy", "POLICY", "limits", "policy file or directory")
     _opt(serve, "--log-level", "LOG_LEVEL", "info", "debug, info, warning or error")
+    from gateway.cli_ops import add_serve_ops_options
+
+    add_serve_ops_options(serve, _opt)
 
     exchange = commands.add_parser(
         "exchange",
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_commands(commands)
     add_order_commands(commands)
+    from gateway.cli_ops import add_health_command
+
+    add_health_command(commands)
     return parser
 
 
@@ -112,6 +118,13 @@ def _serve(args: argparse.Namespace) -> int:
         policy=pathlib.Path(args.policy),
         log_level=args.log_level,
     )
+    from gateway.cli_ops import serve_ops_settings
+
+    try:
+        settings = serve_ops_settings(settings, args)
+    except ValueError as exc:
+        print(f"pretrade-gateway: {exc}", file=sys.stderr)
+        return 2
     try:
         _run_loop(serve(settings))
     except (RedisNotFoundError, PolicyError) as exc:
@@ -133,9 +146,9 @@ async def _run_exchange(listen: str) -> None:
 
     import structlog
 
-    from gateway.exchange import serve_exchange
+    from gateway.cli_ops import serve_exchange_with_health
 
-    server = await serve_exchange(listen)
+    server = await serve_exchange_with_health(listen)
     structlog.get_logger("gateway.exchange").info("exchange.ready", address=listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

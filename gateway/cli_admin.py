@@ -87,6 +87,10 @@ def add_admin_commands(commands: Any) -> None:
         ),
     )  # fmt: skip
     _common(admin, "--admin-addr", "ADMIN_ADDR", "127.0.0.1:50052")
+    admin.add_argument(
+        "--token", default=os.environ.get("PRETRADE_ADMIN_TOKEN") or None,
+        help="admin credential, sent as 'authorization: Bearer ...' (env PRETRADE_ADMIN_TOKEN)",
+    )  # fmt: skip
     verbs = admin.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = _verb(verbs, "set-account", help="set an account's state")
@@ -161,9 +165,11 @@ def add_admin_commands(commands: Any) -> None:
     p.add_argument("--page-token", default="")
     p.set_defaults(call=_restrictions)
 
+    from gateway.cli_ops import add_ops_verbs
     from gateway.counters.cli import add_limit_commands
 
     add_limit_commands(verbs)
+    add_ops_verbs(verbs, _change)
 
     admin.set_defaults(handler=_run_admin)
 
@@ -218,8 +224,10 @@ def _run_admin(args: argparse.Namespace) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
+    from gateway.cli_ops import admin_channel
+
     console = Console()
-    async with aio.insecure_channel(args.address) as channel:
+    async with admin_channel(args) as channel:
         try:
             response = await args.call(channel, args)
         except aio.AioRpcError as exc:
@@ -227,11 +235,15 @@ async def _call(args: argparse.Namespace) -> int:
     if args.json:
         print(json_format.MessageToJson(response, preserving_proto_field_name=True))
     else:
-        console.print(_render(response))
+        console.print(getattr(args, "render", _render)(response))
     return 0
 
 
 def _report_error(exc: aio.AioRpcError, args: argparse.Namespace) -> int:
+    from gateway.cli_ops import credential_refused, report_credential_refused
+
+    if credential_refused(exc, args):
+        return report_credential_refused(exc, args)
     if exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from time import perf_counter_ns
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -20,12 +21,16 @@ from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
+from gateway.decisions import Decision, DecisionSink, NullSink, Outcome, RequestIds, Stage
+from gateway.killswitch import kill_switch_check
 from gateway.model import Channel
+from gateway.ops import Operations, OpsConfig
 from gateway.policy import Policy
 from gateway.policy_watch import PolicyWatcher
 from gateway.reasons import Denial, FieldViolation, invalid
 from gateway.refprice import ExecutionPriceFollower, reference_price
 from gateway.sanity import order_sanity_checks
+from gateway.shadow import ShadowRules
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
 from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
@@ -60,7 +65,11 @@ ORDER_METHODS: Mapping[str, OrderMethod] = {
 
 class PreTradeEngine:
     """Screens order-entry calls. Flag refusals are decided locally and touch no network;
-    calls that pass them make one counter call (when any behavioural limit applies)."""
+    calls that pass them make one counter call (when any behavioural limit applies).
+
+    Every call's decision (accept, refuse or shadow, the stage that decided,
+    local and Redis latency) goes to ``sink``.
+    """
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class PreTradeEngine:
         checks: Sequence[Check] | None = None,
         clock: Callable[[], int] = now_ms,
         counters: CounterGate | None = None,
+        sink: DecisionSink | None = None,
     ) -> None:
         self.snapshot = snapshot
         self._checks: tuple[Check, ...] = tuple(
@@ -75,8 +85,12 @@ class PreTradeEngine:
         )
         self._clock = clock
         self.counters = counters
+        self.sink: DecisionSink = sink if sink is not None else NullSink()
+        self.shadow = ShadowRules(snapshot)
+        self.request_ids = RequestIds()
 
     def check_local(self, call: OrderCall) -> Denial | None:
+        """The local checks alone (no shadow mode, no reporting): the first refusal."""
         now = self._clock()
         for check in self._checks:
             denial = check(call, now)
@@ -85,54 +99,128 @@ class PreTradeEngine:
         return None
 
     async def admit(
-        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        request: Any,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | Admission:
-        """Validate a parsed request (and its call metadata) and decide on it.
+        """Validate a parsed request (and its call metadata), decide on it, report the decision.
 
         An :class:`Admission` carries response metadata (the remaining budget)
         and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
+        A denial whose rule is shadowed does not refuse: it is recorded and the
+        remaining checks still run, so shadowing one rule never lets a call
+        past another. A shadowed counter refusal consumes nothing.
         """
+        started = perf_counter_ns()
         call = method.parse(request)
         if isinstance(call, Denial):
-            return call
+            return self._validation_failed(method, request, call, started, request_id)
         channel = parse_channel(metadata)
         if isinstance(channel, Denial):
-            return channel
+            return self._validation_failed(method, request, channel, started, request_id)
         if channel is not Channel.PROGRAM:
             call = replace(call, channel=channel)
-        denial = self.check_local(call)
+        now = self._clock()
+        denial: Denial | None = None
+        shadowed: tuple[Denial, ...] = ()
+        for check in self._checks:
+            found = check(call, now)
+            if found is not None:
+                if self._shadowed(found, now):
+                    shadowed += (found,)
+                    continue
+                denial = found
+                break
+        local_done = perf_counter_ns()
+        stage, redis_ns = Stage.LOCAL, 0
+        verdict: Admission = ADMITTED
+        if denial is None and self.counters is not None:
+            counted = await self.counters.admit(call)
+            if counted is not ADMITTED:  # a counter call was made
+                stage, redis_ns = Stage.REDIS, perf_counter_ns() - local_done
+            if isinstance(counted, Denial):
+                if self._shadowed(counted, now):
+                    shadowed += (counted,)
+                else:
+                    denial = counted
+            else:
+                verdict = counted
         if denial is not None:
-            return denial
-        if self.counters is None:
-            return ADMITTED
-        return await self.counters.admit(call)
+            outcome, reported = Outcome.REFUSE, denial
+        elif shadowed:
+            outcome, reported = Outcome.SHADOW, shadowed[0]
+        else:
+            outcome, reported = Outcome.ACCEPT, None
+        self.sink.decision(
+            Decision(
+                request_id or self.request_ids.next(), now, method.name, call.account_id,
+                call.symbol, outcome, reported, shadowed, stage, local_done - started, redis_ns,
+                call,
+            )
+        )  # fmt: skip
+        return denial if denial is not None else verdict
 
     async def admit_bytes(
-        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        raw: bytes,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | Admission:
         """Like :meth:`admit` for a request still in wire form (the proxy's case)."""
+        started = perf_counter_ns()
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
-            return invalid(FieldViolation("request", "not a valid protobuf message"))
-        return await self.admit(method, request, metadata)
+            denial = invalid(FieldViolation("request", "not a valid protobuf message"))
+            return self._validation_failed(method, None, denial, started, request_id)
+        return await self.admit(method, request, metadata, request_id)
 
     async def screen(
-        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        request: Any,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | None:
         """:meth:`admit`, keeping only the refusal."""
-        verdict = await self.admit(method, request, metadata)
+        verdict = await self.admit(method, request, metadata, request_id)
         return verdict if isinstance(verdict, Denial) else None
 
     async def screen_bytes(
-        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        raw: bytes,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | None:
-        verdict = await self.admit_bytes(method, raw, metadata)
+        verdict = await self.admit_bytes(method, raw, metadata, request_id)
         return verdict if isinstance(verdict, Denial) else None
+
+    def _shadowed(self, denial: Denial, now: int) -> bool:
+        """The one place shadow mode is applied, for every stage and every reason."""
+        return self.shadow.covers(denial.reason, now)
+
+    def _validation_failed(
+        self, method: OrderMethod, request: Any, denial: Denial, started: int, request_id: str
+    ) -> Denial:
+        self.sink.decision(
+            Decision(
+                request_id or self.request_ids.next(), self._clock(), method.name,
+                str(getattr(request, "account_id", ""))[:64],
+                str(getattr(request, "symbol", ""))[:32],
+                Outcome.REFUSE, denial, (), Stage.VALIDATION, perf_counter_ns() - started, 0, None,
+            )
+        )  # fmt: skip
+        return denial
 
 
 def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
+    # The kill switch first: an emergency stop outranks every other reason.
     return (
+        kill_switch_check(snapshot),
         account_state_check(snapshot),
         symbol_state_check(snapshot),
         *order_sanity_checks(snapshot),
@@ -148,7 +236,9 @@ class Gatekeeper:
         server = grpc.aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     """
 
-    def __init__(self, redis: Redis, follower_redis: Redis, policy: Policy) -> None:
+    def __init__(
+        self, redis: Redis, follower_redis: Redis, policy: Policy, ops: OpsConfig | None = None
+    ) -> None:
         self.redis = redis
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
@@ -158,7 +248,10 @@ class Gatekeeper:
             LimitResolver(self.snapshot, policy.counters),
             reference_price=self._reference_price,
         )
-        self.engine = PreTradeEngine(self.snapshot, counters=self.counters)
+        #: Audit trail, metrics and refusal log: the engine reports every decision to them.
+        self.ops = Operations(redis, self.snapshot, policy.version, ops or OpsConfig())
+        self.engine = PreTradeEngine(self.snapshot, counters=self.counters, sink=self.ops.sink)
+        self.engine.request_ids = self.ops.request_ids
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
         self.price_followers: list[ExecutionPriceFollower] = []
@@ -166,11 +259,16 @@ class Gatekeeper:
         self.watcher: PolicyWatcher | None = None
 
     @classmethod
-    async def open(cls, redis_url: str, policy: Policy, watch: bool = True) -> Gatekeeper:
-        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy)
+    async def open(
+        cls, redis_url: str, policy: Policy, watch: bool = True, ops: OpsConfig | None = None
+    ) -> Gatekeeper:
+        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy, ops)
         try:
             await keeper.follower.start()
+            await keeper.ops.start()
         except BaseException:
+            await keeper.follower.stop()
+            await keeper.ops.stop()
             await keeper._close_clients()
             raise
         if watch and policy.root is not None:
@@ -182,6 +280,7 @@ class Gatekeeper:
         self.policy = policy
         self.snapshot.set_policy_specs(policy.symbols, policy.products)
         self.counters.resolver.set_policy(policy.counters)
+        self.ops.set_policy_version(policy.version)
 
     def _reference_price(self, symbol: str) -> Decimal | None:
         """A market order's price for the large-order threshold: the reference in force,
@@ -210,6 +309,7 @@ class Gatekeeper:
         self.price_followers.clear()
 
     async def close(self) -> None:
+        await self.ops.stop()  # flushes the audit backlog while Redis is still open
         if self.watcher is not None:
             await self.watcher.stop()
         await self.stop_following_executions()

@@ -8,11 +8,11 @@ from typing import Any
 
 import grpc
 import pytest
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway._generated.pretrade.v1 import order_entry_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc import aio
 
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
-from gateway._generated.pretrade.v1 import order_entry_pb2_grpc
 from tests.support.rpc import limit_order, refusal, refused
 from tests.support.servers import Clients, running_gateway, test_settings
 

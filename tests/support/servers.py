@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 
 import grpc
+from gateway._generated.pretrade.v1 import admin_pb2_grpc, order_entry_pb2_grpc
 from grpc import aio
 
-from gateway._generated.pretrade.v1 import admin_pb2_grpc, order_entry_pb2_grpc
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.server import Gateway
 from gateway.settings import Settings

@@ -1,8 +1,8 @@
 """The Python Reason enum, the proto enum and the status table stay in step."""
 
 import grpc
-
 from gateway._generated.pretrade.v1 import errors_pb2
+
 from gateway.reasons import STATUS_BY_REASON, Denial, FieldViolation, Reason, invalid
 from gateway.refusals import DOMAIN, to_status_proto
 
@@ -24,6 +24,8 @@ def test_core_status_codes() -> None:
     for reason in (Reason.ACCOUNT_FROZEN, Reason.ACCOUNT_REDUCE_ONLY, Reason.SYMBOL_UNKNOWN,
                    Reason.SYMBOL_HALTED, Reason.SYMBOL_REDUCE_ONLY, Reason.SYMBOL_DELISTED):  # fmt: skip
         assert STATUS_BY_REASON[reason] == grpc.StatusCode.FAILED_PRECONDITION
+    # Never UNAVAILABLE: clients retry that on their own.
+    assert STATUS_BY_REASON[Reason.KILL_SWITCH] == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_status_proto_carries_details() -> None:

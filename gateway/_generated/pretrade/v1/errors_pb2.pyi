@@ -75,6 +75,11 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The counter store (Redis) did not answer; new orders and amends are
     refused (UNAVAILABLE), cancels are let through.
     """
+    REASON_KILL_SWITCH: _Reason.ValueType  # 40
+    """Operations (40-49).
+    A kill switch halts new orders and amends at the venue, the product, the
+    account or its group; cancels pass.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -138,5 +143,10 @@ REASON_MIN_RESTING_TIME: Reason.ValueType  # 35
 REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 36
 """The counter store (Redis) did not answer; new orders and amends are
 refused (UNAVAILABLE), cancels are let through.
+"""
+REASON_KILL_SWITCH: Reason.ValueType  # 40
+"""Operations (40-49).
+A kill switch halts new orders and amends at the venue, the product, the
+account or its group; cancels pass.
 """
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
