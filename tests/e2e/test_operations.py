@@ -335,6 +335,16 @@ async def test_every_admin_action_is_recorded(d: OpsDeployment) -> None:
         ("release_kill_switch", "product:perpetual", lambda: admin.ReleaseKillSwitch(release(PRODUCT, "perpetual"))),
         ("set_shadow", "SYMBOL_HALTED", lambda: admin.SetShadow(apb.SetShadowRequest(
             rule="SYMBOL_HALTED", enabled=True, reason="trial", actor="ann"))),
+        ("set_leverage_limit", "account_id:alice", lambda: admin.SetLeverageLimit(apb.SetLeverageLimitRequest(
+            account_id="alice", max_leverage=5, reason="risk", actor="ann"))),
+        ("set_reference_price", "BTC-USDT", lambda: admin.SetReferencePrice(apb.SetReferencePriceRequest(
+            symbol="BTC-USDT", price="60000", reason="bad index", actor="ann"))),
+        ("set_limit", "account:alice:order_rate", lambda: admin.SetLimit(apb.SetLimitRequest(
+            scope=apb.LIMIT_SCOPE_ACCOUNT, key="alice", kind=apb.LIMIT_KIND_ORDER_RATE,
+            value="5/1s", reason="abuse", actor="ann"))),
+        ("remove_limit", "account:alice:order_rate", lambda: admin.RemoveLimit(apb.RemoveLimitRequest(
+            scope=apb.LIMIT_SCOPE_ACCOUNT, key="alice", kind=apb.LIMIT_KIND_ORDER_RATE,
+            reason="cleared", actor="ann"))),
     ]  # fmt: skip
     ids = []
     for _, _, call in calls:
@@ -357,6 +367,14 @@ async def test_every_admin_action_is_recorded(d: OpsDeployment) -> None:
     engaged = by_action["kill_switch"]
     assert (engaged.old_value, engaged.new_value, engaged.ttl_ms) == ("released", "engaged", 60_000)
     assert by_action["release_kill_switch"].old_value == "engaged"
+    assert (
+        by_action["set_reference_price"].old_value,
+        by_action["set_reference_price"].new_value,
+    ) == ("", "60000")
+    assert (by_action["set_limit"].new_value, by_action["remove_limit"].old_value) == (
+        "5/1s",
+        "5/1s",
+    )
     assert (by_action["set_shadow"].old_value, by_action["set_shadow"].new_value) == (
         "enforce",
         "shadow",
