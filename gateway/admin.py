@@ -28,8 +28,10 @@ from gateway.admin_sanity import (
     spec_to_proto,
     upsert_spec,
 )
+from gateway.association.admin import SuspectAdmin
 from gateway.counters.admin import LimitAdmin
 from gateway.engine import Gatekeeper
+from gateway.groups.admin import GroupAdmin, fill_account_group
 from gateway.model import (
     AccountState,
     FlagKind,
@@ -57,7 +59,7 @@ MAX_PAGE = 1000
 Context = aio.ServicerContext[Any, Any]
 
 
-class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
+class AdminService(LimitAdmin, GroupAdmin, SuspectAdmin, admin_pb2_grpc.AdminServicer):
     def __init__(self, keeper: Gatekeeper) -> None:
         self._keeper = keeper
 
@@ -66,6 +68,8 @@ class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
     async def SetAccountState(
         self, request: apb.SetAccountStateRequest, context: Context
     ) -> apb.SetAccountStateResponse:
+        if request.group_id:
+            return await self._set_group_state(request, context)
         v = _Checker()
         v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
         if request.state not in AccountState._value2member_map_:
@@ -79,8 +83,10 @@ class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
         result = await self._write(FlagKind.ACCOUNT_STATE, request.account_id, fields, ttl_ms)
         previous = _state_of(result.old, AccountState.ACTIVE)
         _audit("set_account_state", request, request.account_id, previous, state, ttl_ms)
+        account = _account(request.account_id, result.new)
+        fill_account_group(account, self._keeper.snapshot, request.account_id)
         return apb.SetAccountStateResponse(
-            account=_account(request.account_id, result.new),
+            account=account,
             previous_state=int(previous),  # type: ignore[arg-type]
         )
 
@@ -93,6 +99,7 @@ class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
         fields = await self._keeper.flags.read(FlagKind.ACCOUNT_STATE, request.account_id)
         account = _account(request.account_id, fields)
         await fill_account(account, self._keeper, request.account_id)
+        fill_account_group(account, self._keeper.snapshot, request.account_id)
         return apb.GetAccountResponse(account=account)
 
     # -- symbols ------------------------------------------------------------

@@ -398,6 +398,7 @@ _DECIMAL_LIMITS = (
     ("--band-sell-down", "band_sell_down_pct", "a sell at most this %% below the reference"),
 )
 _STALE = {"inherit": 0, "refuse_market": 1, "skip_band": 2}
+_STP = {"inherit": 0, "expire_taker": 1, "none": 2}
 
 
 def _limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -419,6 +420,10 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--stale-reference", choices=sorted(_STALE), default=None)
     parser.add_argument("--program-trading", choices=["allowed", "forbidden"], default=None)
+    parser.add_argument(
+        "--stp-mode", choices=sorted(_STP), default=None,
+        help="self-trade prevention between linked accounts (inherit: expire_taker)",
+    )  # fmt: skip
 
 
 def _limits_spec(args: argparse.Namespace) -> tuple[apb.SymbolSpec, list[str]]:
@@ -447,6 +452,9 @@ def _limits_spec(args: argparse.Namespace) -> tuple[apb.SymbolSpec, list[str]]:
     if args.program_trading is not None:
         spec.program_trading_forbidden = args.program_trading == "forbidden"
         paths.append("program_trading_forbidden")
+    if args.stp_mode is not None:
+        spec.stp_mode = _STP[args.stp_mode]  # type: ignore[assignment]
+        paths.append("stp_mode")
     return spec, paths
 
 

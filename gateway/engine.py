@@ -16,10 +16,13 @@ from google.protobuf.message import DecodeError, Message
 from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway.association import EvidenceRecorder
 from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
+from gateway.counters.keys import counting_subject
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
+from gateway.groups.store import GroupStore
 from gateway.model import Channel
 from gateway.policy import Policy
 from gateway.policy_watch import PolicyWatcher
@@ -28,6 +31,8 @@ from gateway.refprice import ExecutionPriceFollower, reference_price
 from gateway.sanity import order_sanity_checks
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
+from gateway.stp.check import observe_admission, self_trade_check
+from gateway.stp.sync import OwnOrderSync
 from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
 
 Metadata = Iterable[tuple[str, str | bytes]]
@@ -42,6 +47,8 @@ class OrderMethod:
     name: str
     request_type: type[Message]
     parse: Callable[[Any], OrderCall | Denial]
+    #: The upstream's answer, read once the call is accepted.
+    response_type: type[Message] = pb.PlaceOrderResponse
 
     @property
     def path(self) -> str:
@@ -51,9 +58,9 @@ class OrderMethod:
 ORDER_METHODS: Mapping[str, OrderMethod] = {
     m.path: m
     for m in (
-        OrderMethod("PlaceOrder", pb.PlaceOrderRequest, parse_place),
-        OrderMethod("CancelOrder", pb.CancelOrderRequest, parse_cancel),
-        OrderMethod("AmendOrder", pb.AmendOrderRequest, parse_amend),
+        OrderMethod("PlaceOrder", pb.PlaceOrderRequest, parse_place, pb.PlaceOrderResponse),
+        OrderMethod("CancelOrder", pb.CancelOrderRequest, parse_cancel, pb.CancelOrderResponse),
+        OrderMethod("AmendOrder", pb.AmendOrderRequest, parse_amend, pb.AmendOrderResponse),
     )
 }
 
@@ -68,6 +75,7 @@ class PreTradeEngine:
         checks: Sequence[Check] | None = None,
         clock: Callable[[], int] = now_ms,
         counters: CounterGate | None = None,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
         self.snapshot = snapshot
         self._checks: tuple[Check, ...] = tuple(
@@ -75,6 +83,8 @@ class PreTradeEngine:
         )
         self._clock = clock
         self.counters = counters
+        #: Records which accounts each device and IP is seen with (off the hot path).
+        self.evidence = evidence
 
     def check_local(self, call: OrderCall) -> Denial | None:
         now = self._clock()
@@ -85,10 +95,11 @@ class PreTradeEngine:
         return None
 
     async def admit(
-        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+        self, method: OrderMethod, request: Any, metadata: Metadata | None = None, peer: str = ""
     ) -> Denial | Admission:
         """Validate a parsed request (and its call metadata) and decide on it.
 
+        ``peer`` is the caller's address as gRPC gives it (``context.peer()``).
         An :class:`Admission` carries response metadata (the remaining budget)
         and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
         """
@@ -100,22 +111,28 @@ class PreTradeEngine:
             return channel
         if channel is not Channel.PROGRAM:
             call = replace(call, channel=channel)
+        if self.evidence is not None:
+            seen = self.evidence.read(metadata, peer)
+            if isinstance(seen, Denial):
+                return seen
+            self.evidence.observe(call.account_id, seen)
         denial = self.check_local(call)
         if denial is not None:
             return denial
-        if self.counters is None:
-            return ADMITTED
-        return await self.counters.admit(call)
+        verdict = ADMITTED if self.counters is None else await self.counters.admit(call)
+        if isinstance(verdict, Denial):
+            return verdict
+        return observe_admission(self.snapshot, call, verdict, method.response_type)
 
     async def admit_bytes(
-        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None, peer: str = ""
     ) -> Denial | Admission:
         """Like :meth:`admit` for a request still in wire form (the proxy's case)."""
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
             return invalid(FieldViolation("request", "not a valid protobuf message"))
-        return await self.admit(method, request, metadata)
+        return await self.admit(method, request, metadata, peer)
 
     async def screen(
         self, method: OrderMethod, request: Any, metadata: Metadata | None = None
@@ -136,6 +153,7 @@ def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
         account_state_check(snapshot),
         symbol_state_check(snapshot),
         *order_sanity_checks(snapshot),
+        self_trade_check(snapshot),
     )
 
 
@@ -148,17 +166,29 @@ class Gatekeeper:
         server = grpc.aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     """
 
-    def __init__(self, redis: Redis, follower_redis: Redis, policy: Policy) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        follower_redis: Redis,
+        policy: Policy,
+        trusted_proxy_header: str | None = None,
+    ) -> None:
         self.redis = redis
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
         self.flags = FlagStore(redis)
+        #: Linked-account membership writes (guarded, one script per account).
+        self.memberships = GroupStore(redis, self.flags.channel)
         self.counters = CounterGate(
             RedisCounterStore(redis),
             LimitResolver(self.snapshot, policy.counters),
+            subject_of=self._counting_subject,
             reference_price=self._reference_price,
         )
-        self.engine = PreTradeEngine(self.snapshot, counters=self.counters)
+        self.evidence = EvidenceRecorder(redis, policy.association, trusted_proxy_header)
+        self.engine = PreTradeEngine(self.snapshot, counters=self.counters, evidence=self.evidence)
+        #: Keeps linked accounts' resting orders true (self-trade prevention).
+        self.own_orders = OwnOrderSync(self.snapshot)
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
         self.price_followers: list[ExecutionPriceFollower] = []
@@ -166,13 +196,24 @@ class Gatekeeper:
         self.watcher: PolicyWatcher | None = None
 
     @classmethod
-    async def open(cls, redis_url: str, policy: Policy, watch: bool = True) -> Gatekeeper:
-        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy)
+    async def open(
+        cls,
+        redis_url: str,
+        policy: Policy,
+        watch: bool = True,
+        trusted_proxy_header: str | None = None,
+    ) -> Gatekeeper:
+        """``trusted_proxy_header``: take clients' IPs from this header (its last address)
+        instead of the connection; only when a trusted proxy sets it (docs/groups.md)."""
+        keeper = cls(
+            hot_client(redis_url), follower_client(redis_url), policy, trusted_proxy_header
+        )
         try:
             await keeper.follower.start()
         except BaseException:
             await keeper._close_clients()
             raise
+        keeper.evidence.start()
         if watch and policy.root is not None:
             keeper.watcher = PolicyWatcher(policy, keeper.set_policy)
             keeper.watcher.start()
@@ -182,6 +223,11 @@ class Gatekeeper:
         self.policy = policy
         self.snapshot.set_policy_specs(policy.symbols, policy.products)
         self.counters.resolver.set_policy(policy.counters)
+        self.evidence.policy = policy.association
+
+    def _counting_subject(self, account_id: str) -> str:
+        """The linked group's counters when the account is linked, else its own."""
+        return counting_subject(account_id, self.snapshot.groups.group_of(account_id))
 
     def _reference_price(self, symbol: str) -> Decimal | None:
         """A market order's price for the large-order threshold: the reference in force,
@@ -198,8 +244,12 @@ class Gatekeeper:
 
         The proxy does this for its upstream; an embedding exchange passes its own
         feed's address, or pushes prices with ``snapshot.trade_prices.observe``.
+        The same stream (and the feed's ``ListOpenOrders``) keeps linked accounts'
+        resting orders for self-trade prevention.
         """
-        follower = ExecutionPriceFollower(target, self.snapshot.trade_prices)
+        follower = ExecutionPriceFollower(
+            target, self.snapshot.trade_prices, observers=(self.own_orders,)
+        )
         follower.start()
         self.price_followers.append(follower)
         return follower
@@ -213,7 +263,9 @@ class Gatekeeper:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.stop_following_executions()
+        await self.own_orders.close()
         await self.follower.stop()
+        await self.evidence.stop()
         await self.counters.close()
         await self._close_clients()
 

@@ -56,7 +56,7 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         admit = self._engine.admit
 
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            verdict = await admit(method, request, context.invocation_metadata())
+            verdict = await admit(method, request, context.invocation_metadata(), context.peer())
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, status.trailing_metadata)

@@ -57,7 +57,7 @@ class OrderEntryProxy:
         admit_bytes = self._engine.admit_bytes
 
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
-            verdict = await admit_bytes(method, raw, context.invocation_metadata())
+            verdict = await admit_bytes(method, raw, context.invocation_metadata(), context.peer())
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, status.trailing_metadata)

@@ -41,6 +41,8 @@ class Reason(enum.StrEnum):
     CANCEL_RATIO_EXCEEDED = "CANCEL_RATIO_EXCEEDED"
     MIN_RESTING_TIME = "MIN_RESTING_TIME"
     COUNTERS_UNAVAILABLE = "COUNTERS_UNAVAILABLE"
+    # Linked accounts (gateway.groups, gateway.stp).
+    SELF_TRADE = "SELF_TRADE"
 
 
 _S = grpc.StatusCode
@@ -71,6 +73,7 @@ STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
         Reason.CANCEL_RATIO_EXCEEDED: _S.RESOURCE_EXHAUSTED,
         Reason.MIN_RESTING_TIME: _S.RESOURCE_EXHAUSTED,
         Reason.COUNTERS_UNAVAILABLE: _S.UNAVAILABLE,
+        Reason.SELF_TRADE: _S.FAILED_PRECONDITION,
     }
 )
 

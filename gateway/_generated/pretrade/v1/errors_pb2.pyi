@@ -75,6 +75,13 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The counter store (Redis) did not answer; new orders and amends are
     refused (UNAVAILABLE), cancels are let through.
     """
+    REASON_SELF_TRADE: _Reason.ValueType  # 40
+    """Linked accounts (40-49).
+    The order would trade against a resting order of an account linked to
+    the same group (self-trade prevention, "expire taker"): it is refused and
+    the resting order stays. `ErrorInfo.metadata` names the resting order
+    (`conflicting_order_id`, `conflicting_price`).
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -138,5 +145,12 @@ REASON_MIN_RESTING_TIME: Reason.ValueType  # 35
 REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 36
 """The counter store (Redis) did not answer; new orders and amends are
 refused (UNAVAILABLE), cancels are let through.
+"""
+REASON_SELF_TRADE: Reason.ValueType  # 40
+"""Linked accounts (40-49).
+The order would trade against a resting order of an account linked to
+the same group (self-trade prevention, "expire taker"): it is refused and
+the resting order stays. `ErrorInfo.metadata` names the resting order
+(`conflicting_order_id`, `conflicting_price`).
 """
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
