@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(serve, "--upstream", "UPSTREAM", None, "upstream order-entry service HOST:PORT")
     _opt(serve, "--policy", "POLICY", "limits", "policy file or directory")
     _opt(serve, "--log-level", "LOG_LEVEL", "info", "debug, info, warning or error")
+    _opt(
+        serve,
+        "--trusted-proxy-header",
+        "TRUSTED_PROXY_HEADER",
+        None,
+        "take client IPs from this header's last address (e.g. x-forwarded-for); "
+        "only when a trusted proxy sets it",
+    )
 
     exchange = commands.add_parser(
         "exchange",
@@ -111,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         upstream=args.upstream or None,
         policy=pathlib.Path(args.policy),
         log_level=args.log_level,
+        trusted_proxy_header=(args.trusted_proxy_header or "").strip().lower() or None,
     )
     try:
         _run_loop(serve(settings))

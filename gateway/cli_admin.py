@@ -127,7 +127,9 @@ def add_admin_commands(commands: Any) -> None:
     _change(p, ttl=False)
     p.set_defaults(call=_set_symbol_limits)
 
-    p = _verb(verbs, "set-leverage", help="lower leverage for a symbol or an account at run time")
+    p = _verb(
+        verbs, "set-leverage", help="lower leverage for a symbol, an account or a group at run time"
+    )
     p.description = (
         "Set a run-time leverage limit. It can only lower what the symbol allows: "
         "the lowest of all caps applies."
@@ -135,6 +137,7 @@ def add_admin_commands(commands: Any) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--symbol")
     target.add_argument("--account")
+    target.add_argument("--group", help="a linked group (every member)")
     p.add_argument("--max", dest="max_leverage", type=int, default=0, help="cap, e.g. 20")
     p.add_argument(
         "--bracket", action="append", default=[], metavar="FLOOR:CAP:LEV",
@@ -162,8 +165,10 @@ def add_admin_commands(commands: Any) -> None:
     p.set_defaults(call=_restrictions)
 
     from gateway.counters.cli import add_limit_commands
+    from gateway.groups.cli import add_group_commands
 
     add_limit_commands(verbs)
+    add_group_commands(verbs)
 
     admin.set_defaults(handler=_run_admin)
 
@@ -195,6 +200,7 @@ def add_order_commands(commands: Any) -> None:
     p.add_argument("--symbol", required=True)
     p.add_argument("--order-id", default="")
     p.add_argument("--client-order-id", default="")
+    _device_flag(p)
     p.set_defaults(call=_cancel)
 
     p = _verb(verbs, "amend", help="change a resting order's quantity and/or price")
@@ -369,6 +375,8 @@ async def _set_leverage(channel: aio.Channel, args: argparse.Namespace) -> Messa
     )  # fmt: skip
     if args.symbol:
         request.symbol = args.symbol
+    elif args.group:
+        request.group_id = args.group
     else:
         request.account_id = args.account
     return await _admin(channel).SetLeverageLimit(request, timeout=CALL_TIMEOUT_S)
@@ -472,10 +480,23 @@ def _channel_flag(parser: argparse.ArgumentParser) -> None:
         "--channel", choices=["program", "interactive"], default=None,
         help="sent as x-pretrade-channel metadata (absent: the gateway assumes program)",
     )  # fmt: skip
+    _device_flag(parser)
+
+
+def _device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device-id", default=None, help="sent as x-pretrade-device-id metadata"
+    )  # fmt: skip
 
 
 def _channel_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return (("x-pretrade-channel", args.channel),) if args.channel else ()
+    channel = (("x-pretrade-channel", args.channel),) if getattr(args, "channel", None) else ()
+    return channel + _device_metadata(args)
+
+
+def _device_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    device = getattr(args, "device_id", None)
+    return (("x-pretrade-device-id", device),) if device else ()
 
 
 async def _show_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message:
@@ -520,7 +541,9 @@ async def _cancel(channel: aio.Channel, args: argparse.Namespace) -> Message:
         account_id=args.account, symbol=args.symbol,
         order_id=args.order_id, client_order_id=args.client_order_id,
     )  # fmt: skip
-    return await _orders(channel).CancelOrder(request, timeout=CALL_TIMEOUT_S)
+    return await _orders(channel).CancelOrder(
+        request, timeout=CALL_TIMEOUT_S, metadata=_device_metadata(args)
+    )
 
 
 async def _amend(channel: aio.Channel, args: argparse.Namespace) -> Message:

@@ -29,3 +29,6 @@ class Settings:
     log_level: str = "info"
     #: Seconds given to in-flight calls on shutdown.
     grace_s: float = 5.0
+    #: Take clients' IP addresses from this request header (its last address), set by a
+    #: trusted proxy in front of the gateway; None: the connection's peer address.
+    trusted_proxy_header: str | None = None
