@@ -149,13 +149,15 @@ class InterceptorDeployment:
 
 @contextlib.asynccontextmanager
 async def running_interceptor(
-    redis_url: str, policy: pathlib.Path = POLICY
+    redis_url: str, policy: pathlib.Path = POLICY, trusted_proxy_header: str | None = None
 ) -> AsyncIterator[InterceptorDeployment]:
     from gateway import Gatekeeper, PreTradeInterceptor, load_policy
     from gateway.admin import AdminService
     from gateway.exchange import ReferenceExchange, add_to_server
 
-    keeper = await Gatekeeper.open(redis_url, load_policy(policy))
+    keeper = await Gatekeeper.open(
+        redis_url, load_policy(policy), trusted_proxy_header=trusted_proxy_header
+    )
     exchange = ReferenceExchange()
     order_server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     add_to_server(order_server, exchange)

@@ -64,7 +64,11 @@ async def test_a_suspicion_is_raised_once_per_growth_whichever_gateway_flushes(
         assert [(s.kind, s.value, s.count) for s in raised] == [("device", "dev-9", 3)]
         assert len(events) == 1
         event = events[0]
-        assert (event["type"], event["evidence"], event["value"]) == ("SUSPECTED_ASSOCIATION", "device", "dev-9")
+        assert (event["type"], event["evidence"], event["value"]) == (
+            "SUSPECTED_ASSOCIATION",
+            "device",
+            "dev-9",
+        )
         assert sorted(event["accounts"]) == ["a1", "a2", "a3"] and event["max_accounts"] == 2
         # Seen again from the other gateway: no new event; a fourth account: one more.
         two.observe("a1", Evidence("dev-9"))

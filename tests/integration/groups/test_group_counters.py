@@ -53,8 +53,10 @@ async def test_linked_accounts_share_every_counter(two: tuple[Harness, Harness])
     a, b = two
     for h in (a, b):
         h.set_limits(
-            {DEFAULT_SCOPE: {"order_rate": "3/1m", "cancel_rate": "2/1m"},
-             ScopeRef(Scope.PRODUCT, "spot"): {"daily_open": "4"}}  # fmt: skip
+            {
+                DEFAULT_SCOPE: {"order_rate": "3/1m", "cancel_rate": "2/1m"},
+                ScopeRef(Scope.PRODUCT, "spot"): {"daily_open": "4"},
+            }
         )
         link(h, "alice", "g1")
         link(h, "bob", "g1")

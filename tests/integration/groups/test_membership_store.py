@@ -31,7 +31,9 @@ async def test_link_is_guarded_published_and_loadable(redis_url: str) -> None:
         assert not (await store.unlink("alice", "g2")).ok
         assert await FlagStore(redis).load_all() == {
             **{kind: {} for kind in FlagKind},
-            FlagKind.GROUP_MEMBER: {"alice": await FlagStore(redis).read(FlagKind.GROUP_MEMBER, "alice")},
+            FlagKind.GROUP_MEMBER: {
+                "alice": await FlagStore(redis).read(FlagKind.GROUP_MEMBER, "alice")
+            },
         }
         gone = await store.unlink("alice", "g1")
         assert gone.ok and gone.held == "g1" and gone.new is None

@@ -18,7 +18,9 @@ from gateway.policy import PolicyError, load_policy
 from gateway.reasons import Denial, Reason
 from gateway.symbol_limits import SelfTradePrevention, SymbolLimits, stp_mode
 
-GOOD = '[[symbol]]\nsymbol = "BTC-USDT"\nproduct = "spot"\nbase_asset = "BTC"\nquote_asset = "USDT"\n'
+GOOD = (
+    '[[symbol]]\nsymbol = "BTC-USDT"\nproduct = "spot"\nbase_asset = "BTC"\nquote_asset = "USDT"\n'
+)
 
 
 @pytest.mark.parametrize(
@@ -44,12 +46,19 @@ def test_forwarded_ip_is_the_last_address(header: str, ip: str) -> None:
 def test_read_evidence() -> None:
     meta = [(DEVICE_METADATA_KEY, "dev-1"), ("x-forwarded-for", "203.0.113.7")]
     assert read_evidence(meta, "ipv4:10.0.0.1:1") == Evidence("dev-1", "10.0.0.1")
-    assert read_evidence(meta, "ipv4:10.0.0.1:1", "x-forwarded-for") == Evidence("dev-1", "203.0.113.7")
+    assert read_evidence(meta, "ipv4:10.0.0.1:1", "x-forwarded-for") == Evidence(
+        "dev-1", "203.0.113.7"
+    )
     # Configured but absent: the peer; present but unreadable: no IP (not the proxy's own).
     assert read_evidence([], "ipv4:10.0.0.1:1", "x-forwarded-for") == Evidence("", "10.0.0.1")
-    assert read_evidence([("x-forwarded-for", "junk")], "ipv4:10.0.0.1:1", "x-forwarded-for") == Evidence()
+    assert (
+        read_evidence([("x-forwarded-for", "junk")], "ipv4:10.0.0.1:1", "x-forwarded-for")
+        == Evidence()
+    )
     # The same device id twice is fine; two different ones, or a bad one, are refused.
-    assert read_evidence([(DEVICE_METADATA_KEY, "d"), (DEVICE_METADATA_KEY, b"d")], "") == Evidence("d")
+    assert read_evidence([(DEVICE_METADATA_KEY, "d"), (DEVICE_METADATA_KEY, b"d")], "") == Evidence(
+        "d"
+    )
     for bad in ([(DEVICE_METADATA_KEY, "a"), (DEVICE_METADATA_KEY, "b")],
                 [(DEVICE_METADATA_KEY, "has space")], [(DEVICE_METADATA_KEY, "{tag}")],
                 [(DEVICE_METADATA_KEY, "x" * 129)], [(DEVICE_METADATA_KEY, "")]):  # fmt: skip
@@ -94,4 +103,7 @@ def test_stp_mode_per_symbol(tmp_path: pathlib.Path) -> None:
     assert SymbolLimits.from_fields(limits.to_fields()) == limits
     with pytest.raises(PolicyError) as caught:
         _load(tmp_path, GOOD + 'stp_mode = "expire_both"\n')
-    assert caught.value.line == 6 and "stp_mode: must be one of expire_taker, none" in caught.value.reason
+    assert (
+        caught.value.line == 6
+        and "stp_mode: must be one of expire_taker, none" in caught.value.reason
+    )

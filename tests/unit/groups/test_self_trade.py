@@ -41,7 +41,9 @@ def place(account: str, side: int, price: str | None, symbol: str = "BTC-USDT") 
     )  # fmt: skip
 
 
-def rest(snapshot: Snapshot, oid: str, account: str, side: int, price: str, symbol: str = "BTC-USDT") -> None:
+def rest(
+    snapshot: Snapshot, oid: str, account: str, side: int, price: str, symbol: str = "BTC-USDT"
+) -> None:
     snapshot.own_orders.upsert(Resting(oid, account, symbol, side, Decimal(price)))
 
 
@@ -85,31 +87,46 @@ def test_unlinked_accounts_other_symbols_and_stp_off_pass(snapshot: Snapshot) ->
     assert check(place("bob", BUY, "100"), 0) is None
 
 
-def test_an_amend_to_a_crossing_price_is_refused_when_the_order_is_known(snapshot: Snapshot) -> None:
+def test_an_amend_to_a_crossing_price_is_refused_when_the_order_is_known(
+    snapshot: Snapshot,
+) -> None:
     check = self_trade_check(snapshot)
     rest(snapshot, "X-1", "alice", SELL, "100")
     rest(snapshot, "X-2", "bob", BUY, "95")
     amend = OrderCall(Action.AMEND, "bob", "BTC-USDT", order_id="X-2", price=Decimal("100"))
     denial = check(amend, 0)
     assert denial is not None and denial.metadata["conflicting_order_id"] == "X-1"
-    assert check(OrderCall(Action.AMEND, "bob", "BTC-USDT", order_id="X-2", price=Decimal("99")), 0) is None
-    assert check(OrderCall(Action.AMEND, "bob", "BTC-USDT", order_id="X-2", quantity=Decimal(3)), 0) is None
+    assert (
+        check(OrderCall(Action.AMEND, "bob", "BTC-USDT", order_id="X-2", price=Decimal("99")), 0)
+        is None
+    )
+    assert (
+        check(OrderCall(Action.AMEND, "bob", "BTC-USDT", order_id="X-2", quantity=Decimal(3)), 0)
+        is None
+    )
     # An order the gateway does not know has no known side: not checked.
-    assert check(OrderCall(Action.AMEND, "bob", "BTC-USDT", order_id="X-9", price=Decimal("200")), 0) is None
+    assert (
+        check(OrderCall(Action.AMEND, "bob", "BTC-USDT", order_id="X-9", price=Decimal("200")), 0)
+        is None
+    )
     # Cancels always pass.
     assert check(OrderCall(Action.CANCEL, "bob", "BTC-USDT", order_id="X-2"), 0) is None
 
 
 def test_accepted_calls_feed_the_book(snapshot: Snapshot) -> None:
     book = snapshot.own_orders
-    placed = observe_admission(snapshot, place("alice", SELL, "100"), ADMITTED, pb.PlaceOrderResponse)
+    placed = observe_admission(
+        snapshot, place("alice", SELL, "100"), ADMITTED, pb.PlaceOrderResponse
+    )
     assert placed is not ADMITTED
     placed.accepted_bytes(
         pb.PlaceOrderResponse(order_id="X-1", status=pb.ORDER_STATUS_NEW).SerializeToString()
     )
     assert book.get("X-1") == Resting("X-1", "alice", "BTC-USDT", SELL, Decimal(100))
     # A filled (or expired) order never rests.
-    filled = observe_admission(snapshot, place("alice", SELL, "100"), ADMITTED, pb.PlaceOrderResponse)
+    filled = observe_admission(
+        snapshot, place("alice", SELL, "100"), ADMITTED, pb.PlaceOrderResponse
+    )
     filled.accepted(pb.PlaceOrderResponse(order_id="X-2", status=pb.ORDER_STATUS_FILLED))
     assert book.get("X-2") is None and book.is_closed("X-2")
     # An amend moves it, a cancel removes it.
@@ -124,8 +141,14 @@ def test_accepted_calls_feed_the_book(snapshot: Snapshot) -> None:
     )
     assert len(book) == 0
     # Unlinked accounts' calls and market orders are not watched at all.
-    assert observe_admission(snapshot, place("carol", SELL, "1"), ADMITTED, pb.PlaceOrderResponse) is ADMITTED
-    assert observe_admission(snapshot, place("alice", SELL, None), ADMITTED, pb.PlaceOrderResponse) is ADMITTED
+    assert (
+        observe_admission(snapshot, place("carol", SELL, "1"), ADMITTED, pb.PlaceOrderResponse)
+        is ADMITTED
+    )
+    assert (
+        observe_admission(snapshot, place("alice", SELL, None), ADMITTED, pb.PlaceOrderResponse)
+        is ADMITTED
+    )
 
 
 def test_the_wrapped_admission_keeps_the_counters_metadata_and_hook(snapshot: Snapshot) -> None:
@@ -138,7 +161,9 @@ def test_the_wrapped_admission_keeps_the_counters_metadata_and_hook(snapshot: Sn
     assert remembered == ["X-7"] and snapshot.own_orders.get("X-7") is not None
 
 
-def report(exec_type: int, oid: str, account: str, status: int, price: str = "100", side: int = SELL) -> pb.ExecutionReport:
+def report(
+    exec_type: int, oid: str, account: str, status: int, price: str = "100", side: int = SELL
+) -> pb.ExecutionReport:
     return pb.ExecutionReport(
         exec_type=exec_type,
         order=pb.Order(order_id=oid, account_id=account, symbol="BTC-USDT", side=side,
@@ -154,7 +179,9 @@ def test_the_execution_feed_keeps_the_book_true(snapshot: Snapshot) -> None:
     assert book.get("X-1") is not None and book.get("X-9") is None  # carol is not linked
     sync.on_report(report(pb.EXEC_TYPE_TRADE, "X-1", "alice", pb.ORDER_STATUS_PARTIALLY_FILLED))
     assert book.get("X-1") is not None
-    sync.on_report(report(pb.EXEC_TYPE_AMENDED, "X-1", "alice", pb.ORDER_STATUS_PARTIALLY_FILLED, "101"))
+    sync.on_report(
+        report(pb.EXEC_TYPE_AMENDED, "X-1", "alice", pb.ORDER_STATUS_PARTIALLY_FILLED, "101")
+    )
     assert book.get("X-1").price == Decimal(101)  # type: ignore[union-attr]
     sync.on_report(report(pb.EXEC_TYPE_TRADE, "X-1", "alice", pb.ORDER_STATUS_FILLED))
     assert book.get("X-1") is None

@@ -10,7 +10,13 @@ S = FlagKind.GROUP_STATE
 
 
 def link(group: str, version: int = 1) -> dict[str, str]:
-    return {"group": group, "reason": "r", "actor": "ops", "updated_ms": "5", "version": str(version)}
+    return {
+        "group": group,
+        "reason": "r",
+        "actor": "ops",
+        "updated_ms": "5",
+        "version": str(version),
+    }
 
 
 def state(value: AccountState, version: int = 1, expires_ms: int = 0) -> dict[str, str]:
@@ -49,8 +55,10 @@ def test_a_full_reload_rebuilds_members_and_tells_listeners() -> None:
     snapshot.on_reload(lambda: reloads.append(1))
     snapshot.apply(M, "zed", link("g9"), 1)
     bad = snapshot.replace_all(
-        {M: {"alice": link("g1"), "bob": link("g1"), "odd": {"group": "{bad}"}},
-         S: {"g1": state(AccountState.REDUCE_ONLY)}}  # fmt: skip
+        {
+            M: {"alice": link("g1"), "bob": link("g1"), "odd": {"group": "{bad}"}},
+            S: {"g1": state(AccountState.REDUCE_ONLY)},
+        }
     )
     assert bad == ["odd"]
     assert snapshot.groups.members_of("g1") == ("alice", "bob")
