@@ -215,8 +215,11 @@ class AdminService(LimitAdmin, GroupAdmin, SuspectAdmin, admin_pb2_grpc.AdminSer
                 accounts[-1][0] if accounts else after_account,
                 symbols[-1][0] if symbols else after_symbol,
             )
+        shown = [_account_from_record(key, rec) for key, rec in accounts]
+        for message in shown:
+            fill_account_group(message, snapshot, message.account_id)
         return apb.ListRestrictionsResponse(
-            accounts=[_account_from_record(key, rec) for key, rec in accounts],
+            accounts=shown,
             symbols=[self._symbol_from_record(key, rec) for key, rec in symbols],
             next_page_token=token,
         )

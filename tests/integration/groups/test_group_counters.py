@@ -104,3 +104,18 @@ async def test_group_keys_share_one_slot_and_unlinking_restores_own_counters(
     a.snapshot.apply(FlagKind.GROUP_MEMBER, "alice", None, 2)
     # Back on her own counter, which still holds her order from before the link.
     assert denied(await a.place("alice")).metadata["subject"] == "acct:alice"
+
+
+async def test_the_cancel_ratio_is_the_groups(two: tuple[Harness, Harness]) -> None:
+    a, b = two
+    for h in (a, b):
+        h.set_limits({DEFAULT_SCOPE: {"cancel_ratio": "min_orders=2,max_ratio=0.5"}})
+        link(h, "alice", "g1")
+        link(h, "bob", "g1")
+    admitted(await a.place("alice"))
+    admitted(await b.place("alice"))
+    admitted(await b.cancel("bob"))  # 1 cancel for the group's 2 orders: 0.5
+    refusal = denied(await a.cancel("bob"))
+    assert refusal.reason is Reason.CANCEL_RATIO_EXCEEDED
+    assert (refusal.metadata["cancels"], refusal.metadata["orders"]) == ("1", "2")
+    admitted(await a.cancel("carol"))  # carol's own day: no orders, below min_orders
