@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -34,15 +35,6 @@ class Evidence:
     device: str = ""
     ip: str = ""
 
-    def items(self) -> tuple[tuple[str, str], ...]:
-        """``(kind, value)`` pairs of what is known: kinds ``device`` and ``ip``."""
-        return tuple(
-            (kind, value) for kind, value in (("device", self.device), ("ip", self.ip)) if value
-        )
-
-
-NO_EVIDENCE = Evidence()
-
 
 def read_evidence(
     metadata: Metadata | None, peer: str, trusted_header: str | None = None
@@ -61,6 +53,7 @@ def read_evidence(
     return Evidence(device, ip)
 
 
+@functools.lru_cache(maxsize=4096)  # a connection's calls share their peer: parse it once
 def peer_ip(peer: str) -> str:
     """The address of a gRPC peer string (``ipv4:10.0.0.1:5000``, ``ipv6:[::1]:5000``,
     possibly percent-encoded), normalised; ``""`` for anything else (``unix:``...)."""
@@ -74,6 +67,7 @@ def peer_ip(peer: str) -> str:
     return normalize_ip(host)
 
 
+@functools.lru_cache(maxsize=4096)
 def forwarded_ip(header: str) -> str:
     """The last address of an ``X-Forwarded-For``-style list, normalised; ``""`` if unreadable."""
     last = header.rsplit(",", 1)[-1].strip()

@@ -78,22 +78,26 @@ class EvidenceRecorder:
         if not evidence.device and not evidence.ip:
             return
         now = self._clock()
-        for kind, value in evidence.items():
-            if not self.policy.threshold(kind):
-                continue
-            key = (kind, value, account_id)
-            last = self._recent.get(key)
-            if last is not None and now - last < REFRESH_MS:
-                continue
-            if len(self._queue) >= QUEUE_MAX:
-                DROPPED.inc()
-                continue
-            if len(self._recent) >= RECENT_MAX:
-                self._recent.clear()
-            self._recent[key] = now
-            self._queue.append(key)
-            if len(self._queue) >= BATCH:
-                self._wakeup.set()
+        if evidence.device:
+            self._sighted(("device", evidence.device, account_id), now)
+        if evidence.ip:
+            self._sighted(("ip", evidence.ip, account_id), now)
+
+    def _sighted(self, key: tuple[str, str, str], now: int) -> None:
+        last = self._recent.get(key)
+        if last is not None and now - last < REFRESH_MS:
+            return
+        if not self.policy.threshold(key[0]):
+            return
+        if len(self._queue) >= QUEUE_MAX:
+            DROPPED.inc()
+            return
+        if len(self._recent) >= RECENT_MAX:
+            self._recent.clear()
+        self._recent[key] = now
+        self._queue.append(key)
+        if len(self._queue) >= BATCH:
+            self._wakeup.set()
 
     # -- background ---------------------------------------------------------------
 

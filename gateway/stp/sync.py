@@ -152,6 +152,8 @@ class OwnOrderSync:
                 self._spawn(self._read_account(account))
 
     async def _read_account(self, account: str) -> None:
+        """Read a newly linked account's resting orders (a failure is retried at the next
+        rebuild, i.e. the feed's next connect, or the next full reload of the flags)."""
         channel = self._channel
         if channel is None:
             return  # no feed yet: the first rebuild reads it
@@ -182,6 +184,9 @@ class OwnOrderSync:
                         code=exc.code().name,
                         error=exc.details(),
                     )
+                    return None
+                except Exception as exc:  # e.g. the feed's channel closed meanwhile
+                    log.warning("stp.open_orders_unavailable", account_id=account, error=repr(exc))
                     return None
             return [
                 r
