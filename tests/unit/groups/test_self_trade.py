@@ -201,3 +201,13 @@ def test_resting_from_order_keeps_only_open_limit_orders() -> None:
     for change in ({"status": pb.ORDER_STATUS_FILLED}, {"type": pb.ORDER_TYPE_MARKET, "price": ""},
                    {"price": "abc"}, {"side": pb.SIDE_UNSPECIFIED}, {"order_id": ""}):  # fmt: skip
         assert resting_from_order(pb.Order(**{**base, **change})) is None
+
+
+def test_a_full_reload_forgets_the_orders_of_accounts_no_longer_linked(snapshot: Snapshot) -> None:
+    OwnOrderSync(snapshot)
+    rest(snapshot, "X-1", "alice", SELL, "100")
+    rest(snapshot, "X-2", "bob", SELL, "100")
+    snapshot.replace_all(
+        {FlagKind.GROUP_MEMBER: {"bob": {"group": "g1"}, "carol": {"group": "g1"}}}
+    )
+    assert [o.order_id for o in snapshot.own_orders] == ["X-2"]
