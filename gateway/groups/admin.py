@@ -95,17 +95,28 @@ class GroupAdmin:
 
         linked: list[str] = []
         refused: dict[str, str] = {}
+        snapshot = self._keeper.snapshot
+        memberships = self._keeper.memberships
         for account in sorted(accounts):
             if current[account] == group_id:
                 continue
-            result = await self._keeper.memberships.link(
-                account, group_id, request.reason, request.actor
-            )
+            result = await memberships.link(account, group_id, request.reason, request.actor)
             if not result.ok:
                 refused[account] = result.held
-                continue
-            self._keeper.snapshot.apply(FlagKind.GROUP_MEMBER, account, result.new, result.version)
+                break
+            snapshot.apply(FlagKind.GROUP_MEMBER, account, result.new, result.version)
             linked.append(account)
+        if refused:
+            # Linked elsewhere meanwhile (through another gateway): undo this call's links,
+            # so that it is all or nothing.
+            for account in linked:
+                undone = await memberships.unlink(account, group_id)
+                if undone.ok:
+                    snapshot.apply(FlagKind.GROUP_MEMBER, account, None, undone.version)
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"already linked to another group: {_listing(refused)}; nothing was linked",
+            )
         log.info(
             "admin.action",
             action="link_accounts",
@@ -116,13 +127,6 @@ class GroupAdmin:
             new=list(groups.members_of(group_id)),
             linked=linked,
         )
-        if refused:
-            # Another gateway linked them elsewhere meanwhile; what was linked stays.
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"linked {', '.join(linked) or 'none'}; already linked to another group: "
-                f"{_listing(refused)}",
-            )
         return apb.LinkAccountsResponse(
             group=group_view(self._keeper, group_id, now_ms()), linked=linked
         )

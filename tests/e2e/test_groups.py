@@ -8,10 +8,13 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway.model import FlagKind
+from gateway.store.keys import flag_key
 from tests.e2e.conftest import Deployment
 from tests.support.rpc import limit_order, refused
 
@@ -96,6 +99,23 @@ async def test_link_unlink_and_views(deployment: Deployment) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await admin.GetGroup(apb.GetGroupRequest(group_id="nope"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_link_racing_another_gateway_is_all_or_nothing(
+    deployment: Deployment, redis_url: str
+) -> None:
+    # bob was linked elsewhere by another gateway a moment ago: this one has not heard yet.
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.hset(
+        flag_key(FlagKind.GROUP_MEMBER, "bob"), mapping={"group": "other", "version": "1"}
+    )
+    await redis.aclose()
+    r = await refused(deployment.clients.admin.LinkAccounts(
+        apb.LinkAccountsRequest(account_ids=["alice", "bob", "carol"], group_id="g1", **WHY)))  # fmt: skip
+    assert r.code == FP and "bob (other)" in r.message and "nothing was linked" in r.message
+    for account in ("alice", "carol"):
+        shown = await deployment.clients.admin.GetAccount(apb.GetAccountRequest(account_id=account))
+        assert shown.account.group_id == ""
 
 
 @pytest.mark.parametrize(
