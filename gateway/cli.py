@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_ops import add_serve_ops_options
 
     add_serve_ops_options(serve, _opt)
+    _opt(
+        serve,
+        "--trusted-proxy-header",
+        "TRUSTED_PROXY_HEADER",
+        None,
+        "take client IPs from this header's last address (e.g. x-forwarded-for); "
+        "only when a trusted proxy sets it",
+    )
 
     exchange = commands.add_parser(
         "exchange",
@@ -117,6 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
         upstream=args.upstream or None,
         policy=pathlib.Path(args.policy),
         log_level=args.log_level,
+        trusted_proxy_header=(args.trusted_proxy_header or "").strip().lower() or None,
     )
     from gateway.cli_ops import serve_ops_settings
 

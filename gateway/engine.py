@@ -17,11 +17,14 @@ from google.protobuf.message import DecodeError, Message
 from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway.association import EvidenceRecorder
 from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
+from gateway.counters.keys import counting_subject
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
 from gateway.decisions import Decision, DecisionSink, NullSink, Outcome, RequestIds, Stage
+from gateway.groups.store import GroupStore
 from gateway.killswitch import kill_switch_check
 from gateway.model import Channel
 from gateway.ops import Operations, OpsConfig
@@ -33,6 +36,8 @@ from gateway.sanity import order_sanity_checks
 from gateway.shadow import ShadowRules
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
+from gateway.stp.check import observe_admission, self_trade_check
+from gateway.stp.sync import OwnOrderSync
 from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
 
 Metadata = Iterable[tuple[str, str | bytes]]
@@ -47,6 +52,8 @@ class OrderMethod:
     name: str
     request_type: type[Message]
     parse: Callable[[Any], OrderCall | Denial]
+    #: The upstream's answer, read once the call is accepted.
+    response_type: type[Message] = pb.PlaceOrderResponse
 
     @property
     def path(self) -> str:
@@ -56,9 +63,9 @@ class OrderMethod:
 ORDER_METHODS: Mapping[str, OrderMethod] = {
     m.path: m
     for m in (
-        OrderMethod("PlaceOrder", pb.PlaceOrderRequest, parse_place),
-        OrderMethod("CancelOrder", pb.CancelOrderRequest, parse_cancel),
-        OrderMethod("AmendOrder", pb.AmendOrderRequest, parse_amend),
+        OrderMethod("PlaceOrder", pb.PlaceOrderRequest, parse_place, pb.PlaceOrderResponse),
+        OrderMethod("CancelOrder", pb.CancelOrderRequest, parse_cancel, pb.CancelOrderResponse),
+        OrderMethod("AmendOrder", pb.AmendOrderRequest, parse_amend, pb.AmendOrderResponse),
     )
 }
 
@@ -78,6 +85,7 @@ class PreTradeEngine:
         clock: Callable[[], int] = now_ms,
         counters: CounterGate | None = None,
         sink: DecisionSink | None = None,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
         self.snapshot = snapshot
         self._checks: tuple[Check, ...] = tuple(
@@ -88,6 +96,8 @@ class PreTradeEngine:
         self.sink: DecisionSink = sink if sink is not None else NullSink()
         self.shadow = ShadowRules(snapshot)
         self.request_ids = RequestIds()
+        #: Records which accounts each device and IP is seen with (off the hot path).
+        self.evidence = evidence
 
     def check_local(self, call: OrderCall) -> Denial | None:
         """The local checks alone (no shadow mode, no reporting): the first refusal."""
@@ -104,9 +114,11 @@ class PreTradeEngine:
         request: Any,
         metadata: Metadata | None = None,
         request_id: str = "",
+        peer: str = "",
     ) -> Denial | Admission:
         """Validate a parsed request (and its call metadata), decide on it, report the decision.
 
+        ``peer`` is the caller's address as gRPC gives it (``context.peer()``).
         An :class:`Admission` carries response metadata (the remaining budget)
         and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
         A denial whose rule is shadowed does not refuse: it is recorded and the
@@ -122,6 +134,11 @@ class PreTradeEngine:
             return self._validation_failed(method, request, channel, started, request_id)
         if channel is not Channel.PROGRAM:
             call = replace(call, channel=channel)
+        if self.evidence is not None:
+            seen = self.evidence.read(metadata, peer)
+            if isinstance(seen, Denial):
+                return self._validation_failed(method, request, seen, started, request_id)
+            self.evidence.observe(call.account_id, seen)
         now = self._clock()
         denial: Denial | None = None
         shadowed: tuple[Denial, ...] = ()
@@ -147,6 +164,8 @@ class PreTradeEngine:
                     denial = counted
             else:
                 verdict = counted
+        if denial is None:
+            verdict = observe_admission(self.snapshot, call, verdict, method.response_type)
         if denial is not None:
             outcome, reported = Outcome.REFUSE, denial
         elif shadowed:
@@ -168,6 +187,7 @@ class PreTradeEngine:
         raw: bytes,
         metadata: Metadata | None = None,
         request_id: str = "",
+        peer: str = "",
     ) -> Denial | Admission:
         """Like :meth:`admit` for a request still in wire form (the proxy's case)."""
         started = perf_counter_ns()
@@ -176,7 +196,7 @@ class PreTradeEngine:
         except DecodeError:
             denial = invalid(FieldViolation("request", "not a valid protobuf message"))
             return self._validation_failed(method, None, denial, started, request_id)
-        return await self.admit(method, request, metadata, request_id)
+        return await self.admit(method, request, metadata, request_id, peer)
 
     async def screen(
         self,
@@ -224,6 +244,7 @@ def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
         account_state_check(snapshot),
         symbol_state_check(snapshot),
         *order_sanity_checks(snapshot),
+        self_trade_check(snapshot),
     )
 
 
@@ -237,21 +258,34 @@ class Gatekeeper:
     """
 
     def __init__(
-        self, redis: Redis, follower_redis: Redis, policy: Policy, ops: OpsConfig | None = None
+        self,
+        redis: Redis,
+        follower_redis: Redis,
+        policy: Policy,
+        ops: OpsConfig | None = None,
+        trusted_proxy_header: str | None = None,
     ) -> None:
         self.redis = redis
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
         self.flags = FlagStore(redis)
+        #: Linked-account membership writes (guarded, one script per account).
+        self.memberships = GroupStore(redis, self.flags.channel)
         self.counters = CounterGate(
             RedisCounterStore(redis),
             LimitResolver(self.snapshot, policy.counters),
+            subject_of=self._counting_subject,
             reference_price=self._reference_price,
         )
+        self.evidence = EvidenceRecorder(redis, policy.association, trusted_proxy_header)
         #: Audit trail, metrics and refusal log: the engine reports every decision to them.
         self.ops = Operations(redis, self.snapshot, policy.version, ops or OpsConfig())
-        self.engine = PreTradeEngine(self.snapshot, counters=self.counters, sink=self.ops.sink)
+        self.engine = PreTradeEngine(
+            self.snapshot, counters=self.counters, sink=self.ops.sink, evidence=self.evidence
+        )
         self.engine.request_ids = self.ops.request_ids
+        #: Keeps linked accounts' resting orders true (self-trade prevention).
+        self.own_orders = OwnOrderSync(self.snapshot)
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
         self.price_followers: list[ExecutionPriceFollower] = []
@@ -260,9 +294,18 @@ class Gatekeeper:
 
     @classmethod
     async def open(
-        cls, redis_url: str, policy: Policy, watch: bool = True, ops: OpsConfig | None = None
+        cls,
+        redis_url: str,
+        policy: Policy,
+        watch: bool = True,
+        ops: OpsConfig | None = None,
+        trusted_proxy_header: str | None = None,
     ) -> Gatekeeper:
-        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy, ops)
+        """``trusted_proxy_header``: take clients' IPs from this header (its last address)
+        instead of the connection; only when a trusted proxy sets it (docs/groups.md)."""
+        keeper = cls(
+            hot_client(redis_url), follower_client(redis_url), policy, ops, trusted_proxy_header
+        )
         try:
             await keeper.follower.start()
             await keeper.ops.start()
@@ -271,6 +314,7 @@ class Gatekeeper:
             await keeper.ops.stop()
             await keeper._close_clients()
             raise
+        keeper.evidence.start()
         if watch and policy.root is not None:
             keeper.watcher = PolicyWatcher(policy, keeper.set_policy)
             keeper.watcher.start()
@@ -281,6 +325,11 @@ class Gatekeeper:
         self.snapshot.set_policy_specs(policy.symbols, policy.products)
         self.counters.resolver.set_policy(policy.counters)
         self.ops.set_policy_version(policy.version)
+        self.evidence.policy = policy.association
+
+    def _counting_subject(self, account_id: str) -> str:
+        """The linked group's counters when the account is linked, else its own."""
+        return counting_subject(account_id, self.snapshot.groups.group_of(account_id))
 
     def _reference_price(self, symbol: str) -> Decimal | None:
         """A market order's price for the large-order threshold: the reference in force,
@@ -297,8 +346,12 @@ class Gatekeeper:
 
         The proxy does this for its upstream; an embedding exchange passes its own
         feed's address, or pushes prices with ``snapshot.trade_prices.observe``.
+        The same stream (and the feed's ``ListOpenOrders``) keeps linked accounts'
+        resting orders for self-trade prevention.
         """
-        follower = ExecutionPriceFollower(target, self.snapshot.trade_prices)
+        follower = ExecutionPriceFollower(
+            target, self.snapshot.trade_prices, observers=(self.own_orders,)
+        )
         follower.start()
         self.price_followers.append(follower)
         return follower
@@ -313,7 +366,9 @@ class Gatekeeper:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.stop_following_executions()
+        await self.own_orders.close()
         await self.follower.stop()
+        await self.evidence.stop()
         await self.counters.close()
         await self._close_clients()
 

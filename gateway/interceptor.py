@@ -62,7 +62,9 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             request_id = next_id()
             tag = ((REQUEST_ID_KEY, request_id),)
-            verdict = await admit(method, request, context.invocation_metadata(), request_id)
+            verdict = await admit(
+                method, request, context.invocation_metadata(), request_id, context.peer()
+            )
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))

@@ -63,7 +63,9 @@ class OrderEntryProxy:
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
             request_id = next_id()
             tag = ((REQUEST_ID_KEY, request_id),)
-            verdict = await admit_bytes(method, raw, context.invocation_metadata(), request_id)
+            verdict = await admit_bytes(
+                method, raw, context.invocation_metadata(), request_id, context.peer()
+            )
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))

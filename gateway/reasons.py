@@ -42,6 +42,8 @@ class Reason(enum.StrEnum):
     MIN_RESTING_TIME = "MIN_RESTING_TIME"
     COUNTERS_UNAVAILABLE = "COUNTERS_UNAVAILABLE"
     KILL_SWITCH = "KILL_SWITCH"
+    # Linked accounts (gateway.groups, gateway.stp).
+    SELF_TRADE = "SELF_TRADE"
 
 
 _S = grpc.StatusCode
@@ -74,6 +76,7 @@ STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
         Reason.COUNTERS_UNAVAILABLE: _S.UNAVAILABLE,
         # Not UNAVAILABLE: clients and proxies retry that on their own.
         Reason.KILL_SWITCH: _S.FAILED_PRECONDITION,
+        Reason.SELF_TRADE: _S.FAILED_PRECONDITION,
     }
 )
 

@@ -33,6 +33,8 @@ log = structlog.get_logger("gateway.server")
 
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024
+#: How long start-up waits for the upstream's execution feed (then serves anyway).
+FEED_WAIT_S = 5.0
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_metadata_size", 16 * 1024),
@@ -84,14 +86,24 @@ class Gateway:
             await asyncio.to_thread(self.redis.start)
             redis_url = self.redis.url
             log.info("redis.embedded", url=redis_url, data_dir=str(settings.redis_dir))
-        self.keeper = await Gatekeeper.open(redis_url, policy, ops=ops_config(settings))
+        self.keeper = await Gatekeeper.open(
+            redis_url,
+            policy,
+            ops=ops_config(settings),
+            trusted_proxy_header=settings.trusted_proxy_header,
+        )
 
         upstream = settings.upstream
         if upstream is None:
             upstream = await self._start_reference_exchange()
         channel = aio.insecure_channel(upstream)
         self._channels.append(channel)
-        self.keeper.follow_executions(upstream)
+        feed = self.keeper.follow_executions(upstream)
+        # Serve once self-trade prevention has read the linked accounts' resting orders
+        # (or the upstream has answered that it cannot): a restart must not open a gap.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FEED_WAIT_S):
+                await feed.attempted.wait()
 
         order_server = aio.server(options=SERVER_OPTIONS)
         order_server.add_generic_rpc_handlers(
@@ -121,6 +133,7 @@ class Gateway:
             if settings.metrics_listen
             else None,
             instance=self.keeper.ops.instance,
+            self_trade_ready=self.keeper.own_orders.ready.is_set(),
         )
 
     @property

@@ -39,3 +39,6 @@ class Settings:
     audit_max_len: int = 1_000_000
     #: Approximate bound on the age of decision records in ms (0: none).
     audit_max_age_ms: int = 0
+    #: Take clients' IP addresses from this request header (its last address), set by a
+    #: trusted proxy in front of the gateway; None: the connection's peer address.
+    trusted_proxy_header: str | None = None

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from gateway._generated.pretrade.v1 import admin_pb2 as apb
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from grpc import aio
 
+from gateway._generated.pretrade.v1 import admin_pb2 as apb
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.counters.keys import counting_subject, order_record_key
 from tests.e2e.conftest import Deployment
 from tests.support.rpc import limit_order, refused
@@ -211,9 +211,8 @@ async def test_unknown_symbol_or_product(deployment: Deployment) -> None:
 
 async def test_interceptor_adds_to_the_servicers_trailers(redis_url: str) -> None:
     """The exchange's own trailing metadata survives; ours is added to it."""
-    from gateway._generated.pretrade.v1 import order_entry_pb2_grpc as pb_grpc
-
     from gateway import Gatekeeper, PreTradeInterceptor, load_policy
+    from gateway._generated.pretrade.v1 import order_entry_pb2_grpc as pb_grpc
     from tests.support.servers import POLICY
 
     class Servicer(pb_grpc.OrderEntryServicer):

@@ -8,8 +8,8 @@ import pathlib
 
 import pytest
 import redis.asyncio as aioredis
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.cli import main
 from tests.support.rpc import limit_order, refused
 from tests.support.servers import POLICY, running_gateway, test_settings

@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
-from gateway._generated.pretrade.v1 import admin_pb2 as apb
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from google.protobuf import field_mask_pb2
 
+from gateway._generated.pretrade.v1 import admin_pb2 as apb
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from tests.e2e.conftest import Deployment
 from tests.support.rpc import limit_order, refused
 

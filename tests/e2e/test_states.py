@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
-
 from tests.e2e.conftest import Deployment
 from tests.support.rpc import limit_order, refused
 

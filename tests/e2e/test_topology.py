@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 import pytest
-from gateway._generated.pretrade.v1 import admin_pb2 as apb
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from grpc import aio
 
+from gateway._generated.pretrade.v1 import admin_pb2 as apb
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from tests.support.ops import ascrape, eventually
 from tests.support.rpc import limit_order, refusal
 from tests.support.servers import ROOT, connect

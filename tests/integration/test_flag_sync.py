@@ -9,10 +9,10 @@ import time
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from gateway._generated.pretrade.v1 import admin_pb2 as apb
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from google.protobuf import duration_pb2
 
+from gateway._generated.pretrade.v1 import admin_pb2 as apb
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.model import AccountState, FlagKind
 from gateway.store import FlagStore

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
-
 from gateway.engine import Gatekeeper
 from gateway.model import FlagKind
 from gateway.policy import load_policy

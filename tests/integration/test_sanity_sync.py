@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from google.protobuf import field_mask_pb2
 
+from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway.embedded_redis import free_port
 from gateway.exchange import start_exchange_server
 from gateway.exchange.book import OrderType, Side

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_status import rpc_status
+
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 
 
 def limit_order(

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 
 import grpc
-from gateway._generated.pretrade.v1 import admin_pb2_grpc, order_entry_pb2_grpc
 from grpc import aio
 
+from gateway._generated.pretrade.v1 import admin_pb2_grpc, order_entry_pb2_grpc
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.server import Gateway
 from gateway.settings import Settings
@@ -149,13 +149,15 @@ class InterceptorDeployment:
 
 @contextlib.asynccontextmanager
 async def running_interceptor(
-    redis_url: str, policy: pathlib.Path = POLICY
+    redis_url: str, policy: pathlib.Path = POLICY, trusted_proxy_header: str | None = None
 ) -> AsyncIterator[InterceptorDeployment]:
     from gateway import Gatekeeper, PreTradeInterceptor, load_policy
     from gateway.admin import AdminService
     from gateway.exchange import ReferenceExchange, add_to_server
 
-    keeper = await Gatekeeper.open(redis_url, load_policy(policy))
+    keeper = await Gatekeeper.open(
+        redis_url, load_policy(policy), trusted_proxy_header=trusted_proxy_header
+    )
     exchange = ReferenceExchange()
     order_server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     add_to_server(order_server, exchange)

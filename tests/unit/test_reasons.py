@@ -1,8 +1,8 @@
 """The Python Reason enum, the proto enum and the status table stay in step."""
 
 import grpc
-from gateway._generated.pretrade.v1 import errors_pb2
 
+from gateway._generated.pretrade.v1 import errors_pb2
 from gateway.reasons import STATUS_BY_REASON, Denial, FieldViolation, Reason, invalid
 from gateway.refusals import DOMAIN, to_status_proto
 

@@ -6,8 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.engine import PreTradeEngine
 from gateway.model import Action, Channel, FlagKind, SymbolSpec
 from gateway.reasons import Denial, Reason

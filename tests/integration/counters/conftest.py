@@ -8,9 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from redis.asyncio import Redis
 
+from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.counters.gate import Admission, CounterGate
 from gateway.counters.limits import CounterPolicy, LimitKind, ScopeRef, parse_value
 from gateway.counters.resolve import LimitResolver

@@ -10,9 +10,9 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
-from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from grpc import aio
 
+from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway.counters.keys import counting_subject, rate_key
 from gateway.counters.limits import LimitKind
 from tests.support.rpc import limit_order, refusal

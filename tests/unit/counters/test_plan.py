@@ -3,7 +3,6 @@
 from decimal import Decimal
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
-
 from gateway.counters.keys import counting_subject, day_key, order_record_key, rate_key
 from gateway.counters.limits import DEFAULT_SCOPE, CounterPolicy, LimitKind, parse_value
 from gateway.counters.plan import build_plan, build_usage_plan

@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import grpc
 import pytest
+
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway._generated.pretrade.v1 import order_entry_pb2_grpc as pb_grpc
-
 from gateway.exchange import (
     OrderType,
     ReferenceExchange,

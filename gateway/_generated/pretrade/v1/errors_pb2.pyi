@@ -80,6 +80,13 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     A kill switch halts new orders and amends at the venue, the product, the
     account or its group; cancels pass.
     """
+    REASON_SELF_TRADE: _Reason.ValueType  # 50
+    """Linked accounts (50-59).
+    The order would trade against a resting order of an account linked to
+    the same group (self-trade prevention, "expire taker"): it is refused and
+    the resting order stays. `ErrorInfo.metadata` names the resting order
+    (`conflicting_order_id`, `conflicting_price`).
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -148,5 +155,12 @@ REASON_KILL_SWITCH: Reason.ValueType  # 40
 """Operations (40-49).
 A kill switch halts new orders and amends at the venue, the product, the
 account or its group; cancels pass.
+"""
+REASON_SELF_TRADE: Reason.ValueType  # 50
+"""Linked accounts (50-59).
+The order would trade against a resting order of an account linked to
+the same group (self-trade prevention, "expire taker"): it is refused and
+the resting order stays. `ErrorInfo.metadata` names the resting order
+(`conflicting_order_id`, `conflicting_price`).
 """
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
