@@ -40,7 +40,8 @@ class Reason(enum.StrEnum):
     DAILY_POSITION_LIMIT = "DAILY_POSITION_LIMIT"
     CANCEL_RATIO_EXCEEDED = "CANCEL_RATIO_EXCEEDED"
     MIN_RESTING_TIME = "MIN_RESTING_TIME"
-    COUNTERS_UNAVAILABLE = "COUNTERS_UNAVAILABLE"
+    # Reliability (gateway.reliability): the store did not answer in time.
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
 
 _S = grpc.StatusCode
@@ -70,7 +71,7 @@ STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
         Reason.DAILY_POSITION_LIMIT: _S.RESOURCE_EXHAUSTED,
         Reason.CANCEL_RATIO_EXCEEDED: _S.RESOURCE_EXHAUSTED,
         Reason.MIN_RESTING_TIME: _S.RESOURCE_EXHAUSTED,
-        Reason.COUNTERS_UNAVAILABLE: _S.UNAVAILABLE,
+        Reason.STORE_UNAVAILABLE: _S.UNAVAILABLE,
     }
 )
 

@@ -198,7 +198,7 @@ class CounterGate:
         if let_through:
             return ADMITTED
         return Denial(
-            Reason.COUNTERS_UNAVAILABLE,
+            Reason.STORE_UNAVAILABLE,
             "order counters are unavailable: new orders and amends are refused until they are "
             "back (cancels are accepted)",
             {"limit": "counters", "error": type(exc).__name__},
