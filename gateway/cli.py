@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _opt(serve, "--listen", "LISTEN", "127.0.0.1:50051", "order-entry address")
     _opt(serve, "--admin-listen", "ADMIN_LISTEN", "127.0.0.1:50052", "admin address")
-    _opt(serve, "--redis-url", "REDIS_URL", None, "Redis to use, e.g. redis://127.0.0.1:6380/0")
+    _opt(
+        serve,
+        "--redis-url",
+        "REDIS_URL",
+        None,
+        "Redis to use: redis://127.0.0.1:6380/0, or a cluster: "
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+    )
     _opt(
         serve,
         "--redis-dir",
@@ -63,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(serve, "--upstream", "UPSTREAM", None, "upstream order-entry service HOST:PORT")
     _opt(serve, "--policy", "POLICY", "limits", "policy file or directory")
     _opt(serve, "--log-level", "LOG_LEVEL", "info", "debug, info, warning or error")
+    from gateway.reliability.options import add_reliability_options
+
+    add_reliability_options(serve)
 
     exchange = commands.add_parser(
         "exchange",
@@ -101,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from gateway.embedded_redis import RedisNotFoundError
     from gateway.policy import PolicyError
+    from gateway.reliability.options import reliability_settings
     from gateway.server import serve
 
     settings = Settings(
@@ -111,6 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
         upstream=args.upstream or None,
         policy=pathlib.Path(args.policy),
         log_level=args.log_level,
+        **reliability_settings(args),
     )
     try:
         _run_loop(serve(settings))

@@ -9,6 +9,7 @@ counter budget added to the servicer's trailing metadata (``x-ratelimit-*``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -61,7 +62,13 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, status.trailing_metadata)
                 raise AssertionError("unreachable")  # pragma: no cover
-            response = await behavior(request, context)
+            try:
+                response = await behavior(request, context)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                verdict.failed(context.code() or grpc.StatusCode.UNKNOWN)
+                raise
             verdict.accepted(response)
             if verdict.metadata:
                 # Added to, never replacing, what the servicer set.

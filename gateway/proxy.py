@@ -69,6 +69,7 @@ class OrderEntryProxy:
                     metadata=forwardable_metadata(context.invocation_metadata()),  # type: ignore[arg-type]
                 )
             except aio.AioRpcError as exc:
+                verdict.failed(exc.code())
                 trailers = tuple(exc.trailing_metadata() or ())
                 await context.abort(exc.code(), exc.details() or "", trailers)  # type: ignore[arg-type]
             verdict.accepted_bytes(response)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from gateway.reliability.failure import DEFAULT_DEADLINE_MS, DEFAULT_FAIL_OPEN, Operation
+from gateway.reliability.idempotency import DEFAULT_WINDOW_MS
 
 
 def default_state_dir() -> pathlib.Path:
@@ -29,3 +32,10 @@ class Settings:
     log_level: str = "info"
     #: Seconds given to in-flight calls on shutdown.
     grace_s: float = 5.0
+    #: Deadline of a Redis call on the order path (ms); past it the failure policy decides.
+    redis_timeout_ms: int = DEFAULT_DEADLINE_MS
+    #: Operations let through (uncounted) while Redis is unavailable; the others are refused.
+    fail_open: frozenset[Operation] = field(default=DEFAULT_FAIL_OPEN)
+    #: A PlaceOrder retried (same account, client_order_id) within this is not counted
+    #: again (ms; 0: off).
+    idempotency_window_ms: int = DEFAULT_WINDOW_MS
