@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
-from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.checks import Check, account_state_check, symbol_state_check
@@ -25,9 +24,14 @@ from gateway.policy import Policy
 from gateway.policy_watch import PolicyWatcher
 from gateway.reasons import Denial, FieldViolation, invalid
 from gateway.refprice import ExecutionPriceFollower, reference_price
+from gateway.reliability.failure import FailurePolicy
+from gateway.reliability.health import StoreHealth
+from gateway.reliability.idempotency import DEFAULT_WINDOW_MS
+from gateway.reliability.shutdown import ShutdownHooks
 from gateway.sanity import order_sanity_checks
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
+from gateway.store.redis_client import PubSubSource, RedisClient
 from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
 
 Metadata = Iterable[tuple[str, str | bytes]]
@@ -148,15 +152,26 @@ class Gatekeeper:
         server = grpc.aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     """
 
-    def __init__(self, redis: Redis, follower_redis: Redis, policy: Policy) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        follower_redis: PubSubSource,
+        policy: Policy,
+        *,
+        failure: FailurePolicy | None = None,
+        idempotency_window_ms: int = DEFAULT_WINDOW_MS,
+    ) -> None:
         self.redis = redis
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
         self.flags = FlagStore(redis)
+        self.failure = failure if failure is not None else FailurePolicy()
         self.counters = CounterGate(
             RedisCounterStore(redis),
             LimitResolver(self.snapshot, policy.counters),
             reference_price=self._reference_price,
+            failure=self.failure,
+            idempotency_window_ms=idempotency_window_ms,
         )
         self.engine = PreTradeEngine(self.snapshot, counters=self.counters)
         self._follower_redis = follower_redis
@@ -164,10 +179,32 @@ class Gatekeeper:
         self.price_followers: list[ExecutionPriceFollower] = []
         #: Reloads the policy when its files change (started by :meth:`open`).
         self.watcher: PolicyWatcher | None = None
+        #: Degraded or not (Redis, snapshot); started by :meth:`open`.
+        self.health = StoreHealth(redis, self.snapshot, self.failure.deadline_ms)
+        #: Run by :meth:`close` before the Redis clients close (e.g. an audit flush).
+        self.shutdown_hooks = ShutdownHooks()
 
     @classmethod
-    async def open(cls, redis_url: str, policy: Policy, watch: bool = True) -> Gatekeeper:
-        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy)
+    async def open(
+        cls,
+        redis_url: str,
+        policy: Policy,
+        watch: bool = True,
+        *,
+        failure: FailurePolicy | None = None,
+        idempotency_window_ms: int = DEFAULT_WINDOW_MS,
+    ) -> Gatekeeper:
+        """Connect (``redis://...`` or ``redis+cluster://...``), load the snapshot, start
+        following it, watching the policy files and watching Redis' health."""
+        deadline_ms = (failure or FailurePolicy()).deadline_ms
+        redis = hot_client(redis_url, connect_timeout_ms=deadline_ms)
+        keeper = cls(
+            redis,
+            follower_client(redis_url, redis),
+            policy,
+            failure=failure,
+            idempotency_window_ms=idempotency_window_ms,
+        )
         try:
             await keeper.follower.start()
         except BaseException:
@@ -176,6 +213,7 @@ class Gatekeeper:
         if watch and policy.root is not None:
             keeper.watcher = PolicyWatcher(policy, keeper.set_policy)
             keeper.watcher.start()
+        keeper.health.start()
         return keeper
 
     def set_policy(self, policy: Policy) -> None:
@@ -210,6 +248,10 @@ class Gatekeeper:
         self.price_followers.clear()
 
     async def close(self) -> None:
+        """Stop everything; call once no more calls are screened (shutdown hooks run first,
+        with Redis still connected)."""
+        await self.shutdown_hooks.run()
+        await self.health.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         await self.stop_following_executions()

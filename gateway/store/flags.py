@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from gateway.model import FlagKind
 from gateway.store.keys import CHANGES_CHANNEL, flag_key, flag_pattern, record_id_from_key
+from gateway.store.redis_client import RedisClient
 from gateway.store.scripts import lua_source
 
 Fields = dict[str, str]
@@ -50,7 +49,7 @@ class WriteResult:
 class FlagStore:
     """Reads and writes flag hashes; every write is published on :data:`CHANGES_CHANNEL`."""
 
-    def __init__(self, redis: Redis, channel: str = CHANGES_CHANNEL) -> None:
+    def __init__(self, redis: RedisClient, channel: str = CHANGES_CHANNEL) -> None:
         self._redis = redis
         self._channel = channel
         self._write_script = redis.register_script(lua_source("flag_write"))
