@@ -181,6 +181,7 @@ class Gatekeeper:
         self.watcher: PolicyWatcher | None = None
         #: Degraded or not (Redis, snapshot); started by :meth:`open`.
         self.health = StoreHealth(redis, self.snapshot, self.failure.deadline_ms)
+        self.counters.observer = self.health.observe
         #: Run by :meth:`close` before the Redis clients close (e.g. an audit flush).
         self.shutdown_hooks = ShutdownHooks()
 

@@ -137,6 +137,8 @@ class CounterGate:
         self.failure = failure if failure is not None else FailurePolicy()
         #: How long a place with a client order id is remembered for free retries (0: off).
         self.idempotency_window_ms = idempotency_window_ms
+        #: Hears whether each store call answered in time (the health monitor).
+        self.observer: Callable[[bool, str], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -164,8 +166,12 @@ class CounterGate:
             async with asyncio.timeout(deadline_ms / 1000):
                 reply = await self.store.consume(plan)
         except (RedisError, OSError, TimeoutError) as exc:
+            if self.observer is not None:
+                self.observer(False, type(exc).__name__)
             denial = self.failure.decide(call, exc, deadline_ms)
             return ADMITTED if denial is None else denial
+        if self.observer is not None:
+            self.observer(True, "")
         if not reply.accepted:
             return refusal(call, plan, reply)
         metadata = ((REPLAY_KEY, "1"),) if reply.retry else budget_metadata(plan, reply)

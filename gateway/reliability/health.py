@@ -1,11 +1,13 @@
 """Is this gateway degraded? Redis not answering, or the flag snapshot out of step.
 
 A background task pings Redis (every primary of a cluster) a few times a
-second with the hot path's deadline and watches the snapshot follower. Two
-missed pings in a row, or an unsynced snapshot, make the gateway *degraded*;
-one good ping with the snapshot synced makes it healthy again. Listeners hear
-every change: the server turns it into the gRPC health status of the
-order-entry service (NOT_SERVING while degraded).
+second with the hot path's deadline, watches the snapshot follower, and hears
+how the order path's own Redis calls went. Two missed pings in a row, two
+failed order-path calls in a row (within the last second), or an unsynced
+snapshot make the gateway *degraded*; a good ping, no recent failed call and
+the snapshot synced make it healthy again. Listeners hear every change: the
+server turns it into the gRPC health status of the order-entry service
+(NOT_SERVING while degraded).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -33,8 +36,11 @@ STORE_UP = Gauge("pretrade_store_up", "1 while Redis answers this gateway's ping
 SNAPSHOT_SYNCED = Gauge("pretrade_snapshot_synced", "1 while the flag snapshot follows Redis")
 
 DEFAULT_INTERVAL_S = 0.25
-#: Missed pings in a row before Redis counts as unreachable (one slow answer is noise).
+#: Missed pings (or failed order-path calls) in a row before Redis counts as
+#: unavailable: one slow answer is noise.
 MISSES_TO_DEGRADE = 2
+#: Failed order-path calls older than this no longer count.
+RECENT_FAILURE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,8 @@ class StoreHealth:
         self._deadline_s = deadline_ms / 1000
         self._interval_s = interval_s
         self._misses = 0
+        self._call_failures = 0
+        self._last_call_failure = 0.0
         self._last_error = ""
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -72,12 +80,24 @@ class StoreHealth:
         """Call ``listener(state)`` on every change (and not before the first one)."""
         self._listeners.append(listener)
 
+    def observe(self, ok: bool, error: str = "") -> None:
+        """How an order-path Redis call went (the counter gate reports every one)."""
+        if ok:
+            self._call_failures = 0
+        else:
+            self._call_failures += 1
+            self._last_call_failure = time.monotonic()
+            self._last_error = error or self._last_error
+
     @property
     def degraded(self) -> bool:
         return self.state.degraded
 
     def start(self) -> None:
+        """Start watching, from the state things are in now (announced only when it changes)."""
         if self._task is None:
+            self.state = HealthState(not self._snapshot.synced, self._reason(True))
+            self._publish_gauges(store_up=True)
             self._task = asyncio.create_task(self._run(), name="store-health")
 
     async def stop(self) -> None:
@@ -97,7 +117,11 @@ class StoreHealth:
             self._last_error = type(exc).__name__
         else:
             self._misses = 0
-        store_up = self._misses < MISSES_TO_DEGRADE
+        calls_failing = (
+            self._call_failures >= MISSES_TO_DEGRADE
+            and time.monotonic() - self._last_call_failure < RECENT_FAILURE_S
+        )
+        store_up = self._misses < MISSES_TO_DEGRADE and not calls_failing
         self._publish_gauges(store_up)
         state = HealthState(
             degraded=not store_up or not self._snapshot.synced,
