@@ -149,14 +149,16 @@ class InterceptorDeployment:
 
 @contextlib.asynccontextmanager
 async def running_interceptor(
-    redis_url: str, policy: pathlib.Path = POLICY
+    redis_url: str, policy: pathlib.Path = POLICY, exchange: object | None = None
 ) -> AsyncIterator[InterceptorDeployment]:
     from gateway import Gatekeeper, PreTradeInterceptor, load_policy
     from gateway.admin import AdminService
     from gateway.exchange import ReferenceExchange, add_to_server
 
     keeper = await Gatekeeper.open(redis_url, load_policy(policy))
-    exchange = ReferenceExchange()
+    if exchange is None:
+        exchange = ReferenceExchange()
+    assert isinstance(exchange, ReferenceExchange)
     order_server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     add_to_server(order_server, exchange)
     order_port = order_server.add_insecure_port("127.0.0.1:0")
