@@ -28,6 +28,8 @@ class FaultyExchange(ReferenceExchange):
         self.slow_s = 0.0
         self.late_s = 0.0
         self.place_calls = 0
+        #: PlaceOrder calls answered with an order
+        self.answered = 0
         self.started = asyncio.Event()
 
     async def PlaceOrder(
@@ -43,6 +45,7 @@ class FaultyExchange(ReferenceExchange):
         response = await super().PlaceOrder(request, context)
         if self.late_s:
             await asyncio.sleep(self.late_s)
+        self.answered += 1
         return response
 
 
