@@ -20,7 +20,6 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf.message import DecodeError
-from redis.exceptions import RedisError
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.counters.keys import counting_subject, order_record_key
@@ -38,6 +37,7 @@ from gateway.reasons import Denial, Reason
 from gateway.reliability.failure import FailurePolicy
 from gateway.reliability.idempotency import REPLAY_KEY, settles
 from gateway.snapshot import now_ms
+from gateway.store.redis_client import STORE_ERRORS
 from gateway.validation import OrderCall
 
 log = structlog.get_logger("gateway.counters")
@@ -165,7 +165,7 @@ class CounterGate:
         try:
             async with asyncio.timeout(deadline_ms / 1000):
                 reply = await self.store.consume(plan)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except STORE_ERRORS as exc:
             if self.observer is not None:
                 self.observer(False, type(exc).__name__)
             denial = self.failure.decide(call, exc, deadline_ms)

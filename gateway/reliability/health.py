@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Gauge
-from redis.exceptions import RedisError
 
 from gateway.snapshot import Snapshot
-from gateway.store.redis_client import RedisClient, ping
+from gateway.store.redis_client import STORE_ERRORS, RedisClient, ping
 
 log = structlog.get_logger("gateway.health")
 
@@ -112,7 +111,7 @@ class StoreHealth:
         try:
             async with asyncio.timeout(self._deadline_s):
                 await ping(self._redis)
-        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+        except STORE_ERRORS as exc:
             self._misses += 1
             self._last_error = type(exc).__name__
         else:

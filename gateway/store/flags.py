@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway.model import FlagKind
 from gateway.store.keys import CHANGES_CHANNEL, flag_key, flag_pattern, record_id_from_key
-from gateway.store.redis_client import RedisClient
+from gateway.store.redis_client import RedisClient, scan_keys
 from gateway.store.scripts import lua_source
 
 Fields = dict[str, str]
@@ -86,8 +86,8 @@ class FlagStore:
         for kind in FlagKind:
             records: dict[str, Fields] = {}
             keys: list[str] = []
-            async for key in self._redis.scan_iter(match=flag_pattern(kind), count=1000):
-                keys.append(_text(key))
+            async for key in scan_keys(self._redis, flag_pattern(kind)):
+                keys.append(key)
                 if len(keys) >= _LOAD_BATCH:
                     await self._load_batch(kind, keys, records)
                     keys = []

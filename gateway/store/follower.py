@@ -14,11 +14,10 @@ import contextlib
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store.flags import FlagChange, FlagStore
-from gateway.store.redis_client import PubSubSource
+from gateway.store.redis_client import STORE_ERRORS, PubSubSource
 
 log = structlog.get_logger("gateway.follower")
 
@@ -76,7 +75,7 @@ class SnapshotFollower:
                 await self._follow_once()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except STORE_ERRORS as exc:
                 if self._snapshot.synced:
                     log.warning("snapshot.unsynced", error=str(exc))
                 self._snapshot.synced = False
@@ -110,15 +109,17 @@ class SnapshotFollower:
             next_purge = loop.time() + _PURGE_EVERY_S
             last_pong = loop.time()
             while True:
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_PURGE_EVERY_S
-                )
-                if message is not None:
-                    kind = message.get("type")
-                    if kind == "message":
+                # Raw replies: redis-py's get_message mistakes a decoded pong for a
+                # subscribe confirmation and drops it.
+                response = await pubsub.parse_response(block=False, timeout=_PURGE_EVERY_S)
+                if _is_pong(response):
+                    last_pong = loop.time()
+                elif response is not None:
+                    message = await pubsub.handle_message(  # type: ignore[no-untyped-call]
+                        response, ignore_subscribe_messages=True
+                    )
+                    if message is not None and message.get("type") == "message":
                         self._apply(message)
-                    elif kind == "pong":
-                        last_pong = loop.time()
                 loop_now = loop.time()
                 if loop_now >= next_purge:
                     self._snapshot.purge_lapsed(now_ms())
@@ -147,3 +148,13 @@ class SnapshotFollower:
             self._snapshot.apply(change.kind, change.record_id, change.fields, change.version)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("snapshot.bad_message", error=str(exc))
+
+
+def _is_pong(response: Any) -> bool:
+    """The answer to our PING on the subscription: ``[pong, payload]`` or the bare payload."""
+    if isinstance(response, list | tuple) and len(response) == 2:
+        kind = response[0].decode() if isinstance(response[0], bytes) else str(response[0])
+        response = response[1] if kind.lower() == "pong" else None
+    if isinstance(response, bytes):
+        response = response.decode(errors="replace")
+    return bool(response == _PING_PAYLOAD)

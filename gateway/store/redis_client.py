@@ -11,6 +11,7 @@ connection after a Redis restart).
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -20,9 +21,14 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 #: A client of either kind: both run the scripts, pipelines and SCAN the stores use.
 RedisClient: TypeAlias = Redis | RedisCluster
+
+#: What a failed Redis call raises: errors, cluster client errors, socket errors and
+#: timeouts (``TimeoutError`` is an ``OSError``).
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 
 CLUSTER_SCHEME = "redis+cluster"
 #: Connections one client may open (per node in a cluster): a bound on sockets
@@ -165,9 +171,38 @@ class ClusterPubSubSource:
         self._clients.clear()
 
 
+def serving_primaries(client: RedisCluster) -> list[ClusterNode]:
+    """The nodes that serve the slots, as the client last learnt (``CLUSTER SLOTS``).
+
+    Not the client's own "primary" labels: after a failover a promoted replica
+    keeps its old label in redis-py's node cache.
+    """
+    found: dict[str, ClusterNode] = {}
+    for nodes in client.nodes_manager.slots_cache.values():
+        if nodes:
+            found.setdefault(nodes[0].name, nodes[0])
+    return list(found.values())
+
+
 async def ping(client: RedisClient) -> None:
-    """PING every primary (a cluster) or the one Redis; raises when one does not answer."""
+    """PING every serving primary (a cluster) or the one Redis; raises when one does not
+    answer (a failure also makes the cluster client refresh its topology)."""
     if isinstance(client, RedisCluster):
-        await client.ping(target_nodes=RedisCluster.PRIMARIES)
+        if not client.nodes_manager.slots_cache:
+            await client.initialize()
+        await client.ping(target_nodes=serving_primaries(client))
     else:
         await client.ping()
+
+
+async def scan_keys(client: RedisClient, match: str, count: int = 1000) -> AsyncIterator[str]:
+    """Every key matching ``match``: on a cluster, on every serving primary (the topology is
+    refreshed first, so a failover just before is seen)."""
+    if isinstance(client, RedisCluster):
+        await client.nodes_manager.initialize()
+        primaries = serving_primaries(client)
+        async for key in client.scan_iter(match=match, count=count, target_nodes=primaries):
+            yield key.decode() if isinstance(key, bytes) else str(key)
+    else:
+        async for key in client.scan_iter(match=match, count=count):
+            yield key.decode() if isinstance(key, bytes) else str(key)

@@ -101,3 +101,37 @@ async def test_failed_order_path_calls_degrade_until_they_stop(redis_url: str) -
         assert not (await health.check()).degraded
     finally:
         await redis.aclose()
+
+
+async def test_a_silent_subscription_is_noticed_and_the_snapshot_reloaded(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """The follower's link goes dead without an error (a blackhole): its pings go
+    unanswered, it reconnects and reloads, and a change it missed is in force after."""
+    from gateway.model import FlagKind
+    from gateway.store import FlagStore, SnapshotFollower, follower_client
+    from tests.support.faults import TcpProxy
+
+    proxy = await TcpProxy(redis_server.port).start()
+    writer = hot_client(redis_server.url)
+    reader = hot_client(redis_server.url)
+    source = follower_client(proxy.url)
+    snapshot = Snapshot()
+    follower = SnapshotFollower(source, FlagStore(reader), snapshot)
+    try:
+        await follower.start()
+        assert snapshot.synced and follower.reloads == 1
+        proxy.blackhole = True
+        fields = {"value": "3", "reason": "missed", "actor": "ops"}
+        await FlagStore(writer).write(FlagKind.ACCOUNT_STATE, "carol", fields)
+        await wait_for(lambda: not snapshot.synced, timeout_s=8)
+        proxy.blackhole = False
+        proxy.reset()
+        await wait_for(lambda: snapshot.synced and follower.reloads >= 2, timeout_s=8)
+        assert "carol" in snapshot.accounts
+    finally:
+        await follower.stop()
+        await source.aclose()
+        await writer.aclose()
+        await reader.aclose()
+        await proxy.stop()

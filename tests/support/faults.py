@@ -247,10 +247,14 @@ def redis_cluster(tmp: pathlib.Path, masters: int = 3, replicas: int = 1) -> Ite
                 port=port,
                 extra_args=(
                     "--cluster-enabled", "yes",
+                    # An explicit bus port: the default (port + 10000) may be taken or too high.
+                    "--cluster-port", str(free_port()),
                     "--cluster-config-file", str(tmp / f"cluster-{i}" / "nodes.conf"),
                     "--cluster-node-timeout", "1000",
                     "--cluster-replica-validity-factor", "0",
                     "--repl-ping-replica-period", "1",
+                    # Replicas in sync at once (the default waits 5 s for more replicas).
+                    "--repl-diskless-sync-delay", "0",
                 ),
             )  # fmt: skip
             servers.append(server.start())
@@ -275,10 +279,17 @@ def redis_cluster(tmp: pathlib.Path, masters: int = 3, replicas: int = 1) -> Ite
 def _converged(cluster: Cluster, masters: int, replicas: int) -> bool:
     if not cluster.settled():
         return False
-    roles = cluster.topology().values()
-    return (
-        sum(1 for r, _ in roles if r == "master") == masters
-        and sum(1 for r, _ in roles if r == "slave") == masters * replicas
+    topology = cluster.topology()
+    roles = topology.values()
+    if sum(1 for r, _ in roles if r == "master") != masters:
+        return False
+    if sum(1 for r, _ in roles if r == "slave") != masters * replicas:
+        return False
+    # Every replica holds its master's data and follows its stream.
+    return all(
+        cluster.node_for_port(port).call("INFO", "replication").get("master_link_status") == "up"
+        for port, (role, _) in topology.items()
+        if role == "slave"
     )
 
 
