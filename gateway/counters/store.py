@@ -2,9 +2,9 @@
 
 :class:`CounterStore` is the boundary the gate talks to (a later store can
 batch the plans of concurrent calls into one pipeline behind the same three
-methods). :class:`RedisCounterStore` runs ``counters.lua``: registered once,
-called by ``EVALSHA`` and reloaded by redis-py on ``NOSCRIPT`` (after a Redis
-restart, failover or ``SCRIPT FLUSH``).
+methods). :class:`RedisCounterStore` runs ``counters.lua`` by ``EVALSHA``, and
+by ``EVAL`` on the node that answers ``NOSCRIPT`` (after a Redis restart, a
+failover or ``SCRIPT FLUSH``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from gateway.counters.plan import CounterPlan
 from gateway.store.redis_client import RedisClient
-from gateway.store.scripts import lua_source
+from gateway.store.scripts import LuaScript
 
 ACCEPTED, REFUSED, PEEKED, RETRY = 1, 0, 2, 3
 
@@ -71,7 +71,7 @@ class RedisCounterStore:
 
     def __init__(self, redis: RedisClient, clock_us: Callable[[], int] | None = None) -> None:
         self._redis = redis
-        self._script = redis.register_script(lua_source("counters"))
+        self._script = LuaScript("counters")
         self._clock_us = clock_us
         self._nonce_prefix = secrets.token_hex(6)
         self._sequence = itertools.count()
@@ -96,7 +96,7 @@ class RedisCounterStore:
         pinned = str(self._clock_us()) if self._clock_us is not None else ""
         nonce = f"{self._nonce_prefix}:{next(self._sequence)}"
         args = [mode, pinned, nonce, str(plan.day_start_ms), *plan.args()]
-        raw = await self._script(keys=list(plan.keys), args=args)
+        raw = await self._script(self._redis, plan.keys, args)
         return parse_reply(raw)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.model import FlagKind
 from gateway.store.keys import CHANGES_CHANNEL, flag_key, flag_pattern, record_id_from_key
 from gateway.store.redis_client import RedisClient, scan_keys
-from gateway.store.scripts import lua_source
+from gateway.store.scripts import LuaScript
 
 Fields = dict[str, str]
 
@@ -52,7 +52,7 @@ class FlagStore:
     def __init__(self, redis: RedisClient, channel: str = CHANGES_CHANNEL) -> None:
         self._redis = redis
         self._channel = channel
-        self._write_script = redis.register_script(lua_source("flag_write"))
+        self._write_script = LuaScript("flag_write")
 
     @property
     def channel(self) -> str:
@@ -73,7 +73,8 @@ class FlagStore:
             args.append("set")
             for name, value in fields.items():
                 args.extend((name, value))
-        old, new, version = await self._write_script(keys=[flag_key(kind, record_id)], args=args)
+        key = flag_key(kind, record_id)
+        old, new, version = await self._write_script(self._redis, [key], args)
         return WriteResult(old=_pairs(old) or None, new=_pairs(new) or None, version=int(version))
 
     async def read(self, kind: FlagKind, record_id: str) -> Fields | None:

@@ -18,10 +18,11 @@ from tests.support.rpc import limit_order
 from tests.support.servers import Clients, running_gateway, test_settings
 
 #: The hot path's deadline in these tests, and what a client may wait beyond it:
-#: generous (a shared, noisy machine), and far below every outage injected here
-#: (4 s or more), so a call that waited for Redis to come back would be caught.
+#: generous (a shared 2-core machine, often busy with other work: a Python process
+#: can stall for a second or two), and well below the outages injected here (6 s),
+#: so calls that waited for Redis to come back would be caught.
 DEADLINE_MS = 200
-MARGIN_S = 1.3
+MARGIN_S = 2.5
 #: The capped account: at most CAP new orders in CAP_WINDOW, over the whole test.
 CAP = 150
 CAP_WINDOW = "10m"

@@ -3,7 +3,7 @@
 What each run proves, from the answers clients got:
 
 * every new order is answered within the deadline plus a margin, while Redis
-  is away for much longer: STORE_UNAVAILABLE (UNAVAILABLE), never a hang;
+  is away for much longer (6 s): STORE_UNAVAILABLE (UNAVAILABLE), never a hang;
 * cancels and reduce-only orders keep flowing (the exchange executes them),
   and flag refusals (a frozen account) keep coming from the snapshot;
 * the order-entry health status is NOT_SERVING while Redis is away and
@@ -33,7 +33,7 @@ from tests.support.servers import running_gateway
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-OUTAGE_S = 4.0
+OUTAGE_S = 6.0
 LIMIT_S = DEADLINE_MS / 1000 + MARGIN_S
 
 
@@ -59,17 +59,26 @@ async def run_outage(setup: Setup, begin: Callable[[], object], end: Callable[[]
 
     begin()
     down_at = time.monotonic()
+    # Watched while the outage lasts, alongside the calls below.
+    degraded = asyncio.create_task(
+        wait_for(lambda: _is(address, NOT_SERVING), timeout_s=OUTAGE_S, every_s=0.05)
+    )
     during: list[Outcome] = []
     # Flags keep working from the snapshot; cancels and reduce-only orders flow.
     during.append(
         await timed("frozen", clients.orders.PlaceOrder(limit_order("frozen"), timeout=10))
     )
-    for order_id in setup.resting:
-        request = pb.CancelOrderRequest(account_id="maker", symbol="BTC-USDT", order_id=order_id)
-        during.append(await timed("cancel", clients.orders.CancelOrder(request, timeout=10)))
+    cancels = [
+        clients.orders.CancelOrder(
+            pb.CancelOrderRequest(account_id="maker", symbol="BTC-USDT", order_id=order_id),
+            timeout=10,
+        )
+        for order_id in setup.resting
+    ]
+    during.extend(await asyncio.gather(*(timed("cancel", call) for call in cancels)))
     reduce = limit_order("maker", side=pb.SIDE_SELL, price="150", reduce_only=True)
     during.append(await timed("reduce", clients.orders.PlaceOrder(reduce, timeout=10)))
-    await wait_for(lambda: _is(address, NOT_SERVING), timeout_s=OUTAGE_S, every_s=0.05)
+    await degraded
     await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
 
     end()
@@ -97,9 +106,13 @@ def check_run(run: Run) -> None:
     places = run.places
     reasons = {o.reason for o in places}
     assert reasons <= {"", "STORE_UNAVAILABLE", "ORDER_RATE_EXCEEDED"}, reasons
-    # Answered within the deadline and a margin, although Redis was away for 4 s.
-    slowest = max(o.took for o in places)
-    assert slowest < LIMIT_S, f"a new order waited {slowest:.2f}s"
+    # Answered within the deadline and a margin, although Redis was away for 6 s.
+    worst = max(places, key=lambda o: o.took)
+    slowest = worst.took
+    assert slowest < LIMIT_S, (
+        f"a new order waited {slowest:.2f}s, sent {worst.sent - run.down_at:.2f}s after the "
+        f"outage began ({run.up_at - run.down_at:.2f}s long), answered {worst.reason or 'OK'}"
+    )
     refused = [o for o in places if o.reason == "STORE_UNAVAILABLE"]
     assert len(refused) >= 5
     assert all(run.down_at - LIMIT_S <= o.sent <= run.up_at for o in refused)
@@ -115,7 +128,8 @@ def check_run(run: Run) -> None:
     for outcome in run.during:
         by_kind.setdefault(outcome.kind, []).append(outcome)
     assert [o.reason for o in by_kind["frozen"]] == ["ACCOUNT_FROZEN"]
-    assert all(o.ok for o in by_kind["cancel"]), [o.code for o in by_kind["cancel"]]
+    failed = [(o.code, o.reason, round(o.took, 3)) for o in by_kind["cancel"] if not o.ok]
+    assert not failed, failed
     assert all(o.took < LIMIT_S for o in run.during)
     assert [o.ok for o in by_kind["reduce"]] == [True]
     print(
@@ -147,7 +161,7 @@ async def test_client_pause(setup: Setup) -> None:
 
         def begin() -> None:
             asyncio.get_running_loop().create_task(
-                admin.execute_command("CLIENT", "PAUSE", int(OUTAGE_S * 1000), "WRITE")
+                admin.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
             )
 
         def end() -> None:
