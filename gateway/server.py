@@ -25,6 +25,7 @@ from gateway.engine import ORDER_ENTRY_SERVICE, Gatekeeper
 from gateway.exchange import ReferenceExchange, add_to_server
 from gateway.policy import load_policy
 from gateway.proxy import OrderEntryProxy
+from gateway.reliability.admin_errors import StoreUnavailableInterceptor
 from gateway.reliability.failure import FailurePolicy
 from gateway.reliability.health import grpc_health_listener
 from gateway.reliability.shutdown import Hook
@@ -114,7 +115,9 @@ class Gateway:
         self.order_port = _bind(order_server, settings.listen)
         self._servers.append(order_server)
 
-        admin_server = aio.server(options=SERVER_OPTIONS)
+        admin_server = aio.server(
+            options=SERVER_OPTIONS, interceptors=[StoreUnavailableInterceptor()]
+        )
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
         self._health.append(await add_health_and_reflection(admin_server, (ADMIN_SERVICE,)))
         self.admin_port = _bind(admin_server, settings.admin_listen)

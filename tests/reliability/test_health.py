@@ -56,6 +56,9 @@ async def test_health_follows_redis_and_the_snapshot_is_reloaded(
         # The process is alive and the admin service answers: only order entry is degraded.
         assert await health_status(order, "") == SERVING
         assert await health_status(admin, ADMIN_SERVICE) == SERVING
+        # Admin writes need Redis: UNAVAILABLE, not UNKNOWN.
+        got = await refused(clients.admin.SetAccountState(freeze("carol"), timeout=5))
+        assert got.code is grpc.StatusCode.UNAVAILABLE and "Redis" in got.message
         # Decisions go on from the snapshot in force.
         got = await refused(clients.orders.PlaceOrder(limit_order("alice"), timeout=5))
         assert got.reason == "ACCOUNT_FROZEN"
