@@ -113,7 +113,13 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.policy import PolicyError
     from gateway.reliability.options import reliability_settings
     from gateway.server import serve
+    from gateway.store.redis_client import cluster_target
 
+    try:
+        cluster_target(args.redis_url or "")
+    except ValueError as exc:
+        print(f"pretrade-gateway: --redis-url: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
         listen=args.listen,
         admin_listen=args.admin_listen,

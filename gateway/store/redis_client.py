@@ -59,15 +59,11 @@ def cluster_target(url: str) -> ClusterTarget | None:
     for item in netloc.split(","):
         host, sep, port = item.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ValueError(f"{url!r}: expected {CLUSTER_SCHEME}://HOST:PORT[,HOST:PORT...]")
+            raise ValueError(f"bad Redis Cluster URL: expected {CLUSTER_SCHEME}://HOST:PORT[,...]")
         nodes.append((host.strip("[]"), int(port)))
     if parts.path not in ("", "/", "/0"):
-        raise ValueError(f"{url!r}: a Redis Cluster has only database 0")
+        raise ValueError("bad Redis Cluster URL: a Redis Cluster has only database 0")
     return ClusterTarget(tuple(nodes), username, password)
-
-
-def is_cluster(client: RedisClient) -> bool:
-    return isinstance(client, RedisCluster)
 
 
 def hot_client(url: str, connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS) -> RedisClient:

@@ -24,5 +24,19 @@ def test_cluster_urls(url: str, target: ClusterTarget) -> None:
     "url", ["redis+cluster://127.0.0.1", "redis+cluster://:7000", "redis+cluster://h:7000/2"]
 )
 def test_bad_cluster_urls(url: str) -> None:
-    with pytest.raises(ValueError, match="redis\\+cluster"):
+    with pytest.raises(ValueError, match="bad Redis Cluster URL"):
         cluster_target(url)
+
+
+def test_serve_refuses_a_bad_cluster_url() -> None:
+    import subprocess
+    import sys
+
+    from tests.support.servers import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--redis-url", "redis+cluster://u:secret@h"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--redis-url: bad Redis Cluster URL" in done.stderr and "secret" not in done.stderr
