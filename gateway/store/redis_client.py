@@ -122,6 +122,8 @@ def _follower_redis(url: str | None = None, **kwargs: Any) -> Redis:
         # The follower pings its subscription itself (and notices silence).
         "health_check_interval": 0,
         "socket_connect_timeout": 2.0,
+        # Bounds the connection handshake; message reads pass their own timeout.
+        "socket_timeout": 5.0,
     }
     if url is not None:
         return Redis.from_url(url, **options)
