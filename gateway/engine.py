@@ -14,7 +14,6 @@ from time import perf_counter_ns
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
-from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.association import EvidenceRecorder
@@ -32,10 +31,15 @@ from gateway.policy import Policy
 from gateway.policy_watch import PolicyWatcher
 from gateway.reasons import Denial, FieldViolation, invalid
 from gateway.refprice import ExecutionPriceFollower, reference_price
+from gateway.reliability.failure import FailurePolicy
+from gateway.reliability.health import StoreHealth
+from gateway.reliability.idempotency import DEFAULT_WINDOW_MS
+from gateway.reliability.shutdown import ShutdownHooks
 from gateway.sanity import order_sanity_checks
 from gateway.shadow import ShadowRules
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
+from gateway.store.redis_client import PubSubSource, RedisClient
 from gateway.stp.check import observe_admission, self_trade_check
 from gateway.stp.sync import OwnOrderSync
 from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
@@ -259,11 +263,14 @@ class Gatekeeper:
 
     def __init__(
         self,
-        redis: Redis,
-        follower_redis: Redis,
+        redis: RedisClient,
+        follower_redis: PubSubSource,
         policy: Policy,
         ops: OpsConfig | None = None,
         trusted_proxy_header: str | None = None,
+        *,
+        failure: FailurePolicy | None = None,
+        idempotency_window_ms: int = DEFAULT_WINDOW_MS,
     ) -> None:
         self.redis = redis
         self.policy = policy
@@ -271,11 +278,14 @@ class Gatekeeper:
         self.flags = FlagStore(redis)
         #: Linked-account membership writes (guarded, one script per account).
         self.memberships = GroupStore(redis, self.flags.channel)
+        self.failure = failure if failure is not None else FailurePolicy()
         self.counters = CounterGate(
             RedisCounterStore(redis),
             LimitResolver(self.snapshot, policy.counters),
             subject_of=self._counting_subject,
             reference_price=self._reference_price,
+            failure=self.failure,
+            idempotency_window_ms=idempotency_window_ms,
         )
         self.evidence = EvidenceRecorder(redis, policy.association, trusted_proxy_header)
         #: Audit trail, metrics and refusal log: the engine reports every decision to them.
@@ -291,6 +301,11 @@ class Gatekeeper:
         self.price_followers: list[ExecutionPriceFollower] = []
         #: Reloads the policy when its files change (started by :meth:`open`).
         self.watcher: PolicyWatcher | None = None
+        #: Degraded or not (Redis, snapshot); started by :meth:`open`.
+        self.health = StoreHealth(redis, self.snapshot, self.failure.deadline_ms)
+        self.counters.observer = self.health.observe
+        #: Run by :meth:`close` before the Redis clients close (e.g. an audit flush).
+        self.shutdown_hooks = ShutdownHooks()
 
     @classmethod
     async def open(
@@ -300,11 +315,25 @@ class Gatekeeper:
         watch: bool = True,
         ops: OpsConfig | None = None,
         trusted_proxy_header: str | None = None,
+        *,
+        failure: FailurePolicy | None = None,
+        idempotency_window_ms: int = DEFAULT_WINDOW_MS,
     ) -> Gatekeeper:
-        """``trusted_proxy_header``: take clients' IPs from this header (its last address)
+        """Connect (``redis://...`` or ``redis+cluster://...``), load the snapshot, start
+        following it, watching the policy files and watching Redis' health.
+
+        ``trusted_proxy_header``: take clients' IPs from this header (its last address)
         instead of the connection; only when a trusted proxy sets it (docs/groups.md)."""
+        deadline_ms = (failure or FailurePolicy()).deadline_ms
+        redis = hot_client(redis_url, connect_timeout_ms=deadline_ms)
         keeper = cls(
-            hot_client(redis_url), follower_client(redis_url), policy, ops, trusted_proxy_header
+            redis,
+            follower_client(redis_url, redis),
+            policy,
+            ops,
+            trusted_proxy_header,
+            failure=failure,
+            idempotency_window_ms=idempotency_window_ms,
         )
         try:
             await keeper.follower.start()
@@ -318,6 +347,7 @@ class Gatekeeper:
         if watch and policy.root is not None:
             keeper.watcher = PolicyWatcher(policy, keeper.set_policy)
             keeper.watcher.start()
+        keeper.health.start()
         return keeper
 
     def set_policy(self, policy: Policy) -> None:
@@ -362,6 +392,10 @@ class Gatekeeper:
         self.price_followers.clear()
 
     async def close(self) -> None:
+        """Stop everything; call once no more calls are screened (shutdown hooks run first,
+        with Redis still connected)."""
+        await self.shutdown_hooks.run()
+        await self.health.stop()
         await self.ops.stop()  # flushes the audit backlog while Redis is still open
         if self.watcher is not None:
             await self.watcher.stop()

@@ -9,6 +9,7 @@ counter budget added to the servicer's trailing metadata (``x-ratelimit-*``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -76,8 +77,11 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             failed: str | None = None
             try:
                 response = await behavior(request, context)
-            except Exception:  # context.abort raises too; its code is on the context
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # context.abort raises too; its code is on the context
                 failed = _code_name(context.code()) or "UNKNOWN"
+                verdict.failed(context.code() or grpc.StatusCode.UNKNOWN)
                 raise
             finally:
                 sink.upstream(method.name, perf_counter() - started, failed or _error_code(context))

@@ -79,6 +79,7 @@ class OrderEntryProxy:
                 )
             except aio.AioRpcError as exc:
                 sink.upstream(method.name, perf_counter() - started, exc.code().name)
+                verdict.failed(exc.code())
                 trailers = (*tuple(exc.trailing_metadata() or ()), *tag)
                 await context.abort(exc.code(), exc.details() or "", trailers)  # type: ignore[arg-type]
             sink.upstream(method.name, perf_counter() - started, None)

@@ -27,6 +27,10 @@ from gateway.exchange import ReferenceExchange, add_to_server
 from gateway.ops import OpsConfig
 from gateway.policy import load_policy
 from gateway.proxy import OrderEntryProxy
+from gateway.reliability.admin_errors import StoreUnavailableInterceptor
+from gateway.reliability.failure import FailurePolicy
+from gateway.reliability.health import grpc_health_listener
+from gateway.reliability.shutdown import Hook
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.server")
@@ -65,6 +69,8 @@ class Gateway:
         self.order_port = 0
         self.admin_port = 0
         self._servers: list[aio.Server] = []
+        self._exchange_server: aio.Server | None = None
+        self._health: list[HealthServicer] = []
         self._channels: list[aio.Channel] = []
 
     @classmethod
@@ -91,6 +97,8 @@ class Gateway:
             policy,
             ops=ops_config(settings),
             trusted_proxy_header=settings.trusted_proxy_header,
+            failure=FailurePolicy(settings.redis_timeout_ms, settings.fail_open),
+            idempotency_window_ms=settings.idempotency_window_ms,
         )
 
         upstream = settings.upstream
@@ -109,13 +117,20 @@ class Gateway:
         order_server.add_generic_rpc_handlers(
             (OrderEntryProxy(self.keeper.engine, channel).handler(),)
         )
-        await add_health_and_reflection(order_server, (ORDER_ENTRY_SERVICE,))
+        order_health = await add_health_and_reflection(order_server, (ORDER_ENTRY_SERVICE,))
+        # Order entry is NOT_SERVING while degraded (Redis away, snapshot unsynced).
+        follow_health = grpc_health_listener(order_health, (ORDER_ENTRY_SERVICE,))
+        await follow_health(self.keeper.health.state)
+        self.keeper.health.add_listener(follow_health)
+        self._health.append(order_health)
         self.order_port = _bind(order_server, settings.listen)
         self._servers.append(order_server)
 
-        admin_server = aio.server(options=SERVER_OPTIONS)
+        admin_server = aio.server(
+            options=SERVER_OPTIONS, interceptors=[StoreUnavailableInterceptor()]
+        )
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
-        await add_health_and_reflection(admin_server, (ADMIN_SERVICE,))
+        self._health.append(await add_health_and_reflection(admin_server, (ADMIN_SERVICE,)))
         self.admin_port = _bind(admin_server, settings.admin_listen)
         self._servers.append(admin_server)
 
@@ -147,25 +162,40 @@ class Gateway:
         add_to_server(server, self.exchange)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        self._servers.append(server)
+        self._exchange_server = server
         log.info("exchange.embedded", address=f"127.0.0.1:{port}")
         return f"127.0.0.1:{port}"
 
+    def add_shutdown_hook(self, name: str, hook: Hook, timeout_s: float = 5.0) -> None:
+        """Run ``await hook()`` on shutdown once the calls in flight are done, before Redis
+        is closed (e.g. flush an audit buffer). Bounded by ``timeout_s``; failures are logged."""
+        if self.keeper is None:
+            raise RuntimeError("the gateway is not running")
+        self.keeper.shutdown_hooks.add(name, hook, timeout_s)
+
     async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: health NOT_SERVING, stop accepting, let calls in flight finish
+        (up to the grace), run the shutdown hooks, then let go of Redis and the upstream."""
         grace = self.settings.grace_s if grace_s is None else grace_s
+        for servicer in self._health:
+            await servicer.enter_graceful_shutdown()
+        self._health.clear()
         if self.keeper is not None:
             # The price feed's stream would otherwise hold the upstream's shutdown grace.
             await self.keeper.stop_following_executions()
-        # Order entry and admin first, the in-process exchange (started first) last.
-        for server in reversed(self._servers):
-            await server.stop(grace)
+        # Order entry and admin together: both stop accepting at once, then drain.
+        await asyncio.gather(*(server.stop(grace) for server in self._servers))
         self._servers.clear()
+        if self.keeper is not None:
+            await self.keeper.close()  # shutdown hooks first, Redis still connected
+            self.keeper = None
+        # The in-process exchange (started first) last: calls in flight still used it.
+        if self._exchange_server is not None:
+            await self._exchange_server.stop(grace)
+            self._exchange_server = None
         for channel in self._channels:
             await channel.close(None)
         self._channels.clear()
-        if self.keeper is not None:
-            await self.keeper.close()
-            self.keeper = None
         if self.redis is not None:
             await asyncio.to_thread(self.redis.stop)
             self.redis = None
@@ -182,7 +212,7 @@ async def serve(settings: Settings) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("gateway.stopping")
+        log.info("gateway.stopping", grace_s=settings.grace_s)
         await gateway.stop()
         log.info("gateway.stopped")
 

@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.association.audit import emit_suspected_association
@@ -32,6 +31,7 @@ from gateway.association.policy import AssociationPolicy
 from gateway.association.store import EvidenceStore, Sightings
 from gateway.reasons import Denial
 from gateway.snapshot import now_ms
+from gateway.store.redis_client import RedisClient
 
 log = structlog.get_logger("gateway.association")
 
@@ -53,7 +53,7 @@ class EvidenceRecorder:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         policy: AssociationPolicy,
         trusted_header: str | None = None,
         clock: Callable[[], int] = now_ms,

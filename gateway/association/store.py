@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from gateway.association.policy import MAX_TRACKED, AssociationPolicy
 from gateway.store.keys import PREFIX
+from gateway.store.redis_client import RedisClient
 from gateway.store.scripts import lua_source
 
 SUSPECTS_KEY = f"{PREFIX}:assoc:suspects"
@@ -57,7 +56,7 @@ class Suspect:
 
 
 class EvidenceStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._script = redis.register_script(lua_source("evidence_record"))
 

@@ -47,6 +47,11 @@ def order_record_key(
     return f"{PREFIX}:{{{subject}}}:ord:{account_id}:c:{client_id}"
 
 
+def idempotency_key(subject: str, account_id: str, client_id: str) -> str:
+    """A place admitted with this client order id, within the idempotency window."""
+    return f"{PREFIX}:{{{subject}}}:idem:{account_id}:{client_id}"
+
+
 def subject_pattern(subject: str) -> str:
     """Every counter key of one subject (for inspection and tests)."""
     return f"{PREFIX}:{{{subject}}}:*"

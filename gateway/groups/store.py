@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from gateway.model import FlagKind
 from gateway.store.keys import CHANGES_CHANNEL, flag_key
+from gateway.store.redis_client import RedisClient
 from gateway.store.scripts import lua_source
 
 Fields = dict[str, str]
@@ -32,7 +31,7 @@ class MemberWrite:
 
 
 class GroupStore:
-    def __init__(self, redis: Redis, channel: str = CHANGES_CHANNEL) -> None:
+    def __init__(self, redis: RedisClient, channel: str = CHANGES_CHANNEL) -> None:
         self._channel = channel
         self._script = redis.register_script(lua_source("group_member_write"))
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import structlog
 from google.protobuf.message import DecodeError, Message
 
@@ -132,6 +133,9 @@ class ObservedAdmission(Admission):
         except DecodeError:
             return
         self.accepted(response)
+
+    def failed(self, code: grpc.StatusCode) -> None:
+        self._inner.failed(code)
 
 
 def observe_admission(

@@ -149,7 +149,10 @@ class InterceptorDeployment:
 
 @contextlib.asynccontextmanager
 async def running_interceptor(
-    redis_url: str, policy: pathlib.Path = POLICY, trusted_proxy_header: str | None = None
+    redis_url: str,
+    policy: pathlib.Path = POLICY,
+    trusted_proxy_header: str | None = None,
+    exchange: object | None = None,
 ) -> AsyncIterator[InterceptorDeployment]:
     from gateway import Gatekeeper, PreTradeInterceptor, load_policy
     from gateway.admin import AdminService
@@ -158,7 +161,9 @@ async def running_interceptor(
     keeper = await Gatekeeper.open(
         redis_url, load_policy(policy), trusted_proxy_header=trusted_proxy_header
     )
-    exchange = ReferenceExchange()
+    if exchange is None:
+        exchange = ReferenceExchange()
+    assert isinstance(exchange, ReferenceExchange)
     order_server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     add_to_server(order_server, exchange)
     order_port = order_server.add_insecure_port("127.0.0.1:0")

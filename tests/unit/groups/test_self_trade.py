@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import grpc
 import pytest
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
@@ -153,12 +154,21 @@ def test_accepted_calls_feed_the_book(snapshot: Snapshot) -> None:
 
 def test_the_wrapped_admission_keeps_the_counters_metadata_and_hook(snapshot: Snapshot) -> None:
     remembered: list[str] = []
-    inner = Admission((("x-ratelimit-remaining", "3"),), remembered.append)
+    inner = Admission((("x-ratelimit-remaining", "3"),), remembered.append, wants_order_id=True)
     wrapped = observe_admission(snapshot, place("alice", SELL, "100"), inner, pb.PlaceOrderResponse)
     assert wrapped.metadata == inner.metadata
     wrapped.accepted_bytes(b"\xff\xff")  # not a message: ignored
     wrapped.accepted(pb.PlaceOrderResponse(order_id="X-7", status=pb.ORDER_STATUS_NEW))
     assert remembered == ["X-7"] and snapshot.own_orders.get("X-7") is not None
+
+
+def test_the_wrapped_admission_passes_an_upstream_failure_on(snapshot: Snapshot) -> None:
+    settled: list[str] = []
+    inner = Admission((), settled.append, wants_order_id=True)
+    wrapped = observe_admission(snapshot, place("alice", SELL, "100"), inner, pb.PlaceOrderResponse)
+    assert wrapped is not inner
+    wrapped.failed(grpc.StatusCode.FAILED_PRECONDITION)
+    assert settled == [""]
 
 
 def report(

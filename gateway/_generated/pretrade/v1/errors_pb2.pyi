@@ -71,9 +71,10 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The cancel would push the day's cancels/orders ratio above its cap."""
     REASON_MIN_RESTING_TIME: _Reason.ValueType  # 35
     """The order is younger than the product's minimum resting time."""
-    REASON_COUNTERS_UNAVAILABLE: _Reason.ValueType  # 36
-    """The counter store (Redis) did not answer; new orders and amends are
-    refused (UNAVAILABLE), cancels are let through.
+    REASON_STORE_UNAVAILABLE: _Reason.ValueType  # 36
+    """The store (Redis) did not answer within the deadline: new orders and
+    amends are refused (UNAVAILABLE); cancels and reduce-only orders are let
+    through by default (see docs/reliability.md).
     """
     REASON_KILL_SWITCH: _Reason.ValueType  # 40
     """Operations (40-49).
@@ -147,9 +148,10 @@ REASON_CANCEL_RATIO_EXCEEDED: Reason.ValueType  # 34
 """The cancel would push the day's cancels/orders ratio above its cap."""
 REASON_MIN_RESTING_TIME: Reason.ValueType  # 35
 """The order is younger than the product's minimum resting time."""
-REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 36
-"""The counter store (Redis) did not answer; new orders and amends are
-refused (UNAVAILABLE), cancels are let through.
+REASON_STORE_UNAVAILABLE: Reason.ValueType  # 36
+"""The store (Redis) did not answer within the deadline: new orders and
+amends are refused (UNAVAILABLE); cancels and reduce-only orders are let
+through by default (see docs/reliability.md).
 """
 REASON_KILL_SWITCH: Reason.ValueType  # 40
 """Operations (40-49).
