@@ -12,10 +12,13 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from google.protobuf.message import DecodeError, Message
 from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway.apikeys import ApiKey
+from gateway.auth import ApiKeyAuth, authorize
 from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
 from gateway.counters.resolve import LimitResolver
@@ -68,8 +71,11 @@ class PreTradeEngine:
         checks: Sequence[Check] | None = None,
         clock: Callable[[], int] = now_ms,
         counters: CounterGate | None = None,
+        auth: ApiKeyAuth | None = None,
     ) -> None:
         self.snapshot = snapshot
+        #: API key checks; None only when authentication is switched off.
+        self.auth = auth
         self._checks: tuple[Check, ...] = tuple(
             checks if checks is not None else default_checks(snapshot)
         )
@@ -92,12 +98,31 @@ class PreTradeEngine:
         An :class:`Admission` carries response metadata (the remaining budget)
         and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
         """
+        key = self._authenticate(metadata)
+        if isinstance(key, Denial):
+            return key
+        return await self._admit(method, request, metadata, key)
+
+    def _authenticate(self, metadata: Metadata | None) -> ApiKey | Denial | None:
+        return None if self.auth is None else self.auth.authenticate(metadata)
+
+    async def _admit(
+        self, method: OrderMethod, request: Any, metadata: Metadata | None, key: ApiKey | None
+    ) -> Denial | Admission:
         call = method.parse(request)
         if isinstance(call, Denial):
             return call
-        channel = parse_channel(metadata)
-        if isinstance(channel, Denial):
-            return channel
+        if key is not None:
+            # The key's channel, never the caller's own claim.
+            mismatch = authorize(key, call)
+            if mismatch is not None:
+                return mismatch
+            channel = key.channel
+        else:
+            claimed = parse_channel(metadata)
+            if isinstance(claimed, Denial):
+                return claimed
+            channel = claimed
         if channel is not Channel.PROGRAM:
             call = replace(call, channel=channel)
         denial = self.check_local(call)
@@ -110,12 +135,23 @@ class PreTradeEngine:
     async def admit_bytes(
         self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
     ) -> Denial | Admission:
-        """Like :meth:`admit` for a request still in wire form (the proxy's case)."""
+        """Like :meth:`admit` for a request still in wire form (the proxy's case).
+
+        The credential is checked before the bytes are even decoded.
+        """
+        key = self._authenticate(metadata)
+        if isinstance(key, Denial):
+            return key
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
-            return invalid(FieldViolation("request", "not a valid protobuf message"))
-        return await self.admit(method, request, metadata)
+            return _UNDECODABLE
+        return await self._admit(method, request, metadata, key)
+
+    def refuse_undecodable(self, metadata: Metadata | None) -> Denial:
+        """The answer to bytes that are not a request: unauthenticated callers learn no more."""
+        key = self._authenticate(metadata)
+        return key if isinstance(key, Denial) else _UNDECODABLE
 
     async def screen(
         self, method: OrderMethod, request: Any, metadata: Metadata | None = None
@@ -129,6 +165,9 @@ class PreTradeEngine:
     ) -> Denial | None:
         verdict = await self.admit_bytes(method, raw, metadata)
         return verdict if isinstance(verdict, Denial) else None
+
+
+_UNDECODABLE = invalid(FieldViolation("request", "not a valid protobuf message"))
 
 
 def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
@@ -148,7 +187,9 @@ class Gatekeeper:
         server = grpc.aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     """
 
-    def __init__(self, redis: Redis, follower_redis: Redis, policy: Policy) -> None:
+    def __init__(
+        self, redis: Redis, follower_redis: Redis, policy: Policy, auth: bool = True
+    ) -> None:
         self.redis = redis
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
@@ -158,7 +199,13 @@ class Gatekeeper:
             LimitResolver(self.snapshot, policy.counters),
             reference_price=self._reference_price,
         )
-        self.engine = PreTradeEngine(self.snapshot, counters=self.counters)
+        self.engine = PreTradeEngine(
+            self.snapshot,
+            counters=self.counters,
+            auth=ApiKeyAuth(self.snapshot) if auth else None,
+        )
+        if not auth:
+            warn_auth_off()
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
         self.price_followers: list[ExecutionPriceFollower] = []
@@ -166,8 +213,11 @@ class Gatekeeper:
         self.watcher: PolicyWatcher | None = None
 
     @classmethod
-    async def open(cls, redis_url: str, policy: Policy, watch: bool = True) -> Gatekeeper:
-        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy)
+    async def open(
+        cls, redis_url: str, policy: Policy, watch: bool = True, *, auth: bool = True
+    ) -> Gatekeeper:
+        """``auth=False`` drops the API key checks: for local development only."""
+        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy, auth=auth)
         try:
             await keeper.follower.start()
         except BaseException:
@@ -220,3 +270,11 @@ class Gatekeeper:
     async def _close_clients(self) -> None:
         await self.redis.aclose()
         await self._follower_redis.aclose()
+
+
+def warn_auth_off() -> None:
+    structlog.get_logger("gateway.auth").warning(
+        "auth.off",
+        message="ORDER ENTRY AUTHENTICATION IS OFF: anyone who can reach the port can trade "
+        "for any account. For local development only.",
+    )

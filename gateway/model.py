@@ -49,6 +49,8 @@ class FlagKind(enum.Enum):
     REFERENCE_PRICE = "refpx"
     #: A runtime override of one behavioural limit (see :mod:`gateway.counters`).
     LIMIT = "limit"
+    #: An order-entry API key by key id (value: its hash, accounts and channel).
+    API_KEY = "apikey"
 
 
 class Channel(enum.Enum):

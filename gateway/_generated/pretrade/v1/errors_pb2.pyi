@@ -75,6 +75,15 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The counter store (Redis) did not answer; new orders and amends are
     refused (UNAVAILABLE), cancels are let through.
     """
+    REASON_UNAUTHENTICATED: _Reason.ValueType  # 40
+    """Authentication and authorisation (40-49).
+    No API key, a malformed one, or one that is unknown, revoked or expired
+    (UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
+    """
+    REASON_ACCOUNT_MISMATCH: _Reason.ValueType  # 41
+    """The API key is valid but not bound to the order's account
+    (PERMISSION_DENIED).
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -138,5 +147,14 @@ REASON_MIN_RESTING_TIME: Reason.ValueType  # 35
 REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 36
 """The counter store (Redis) did not answer; new orders and amends are
 refused (UNAVAILABLE), cancels are let through.
+"""
+REASON_UNAUTHENTICATED: Reason.ValueType  # 40
+"""Authentication and authorisation (40-49).
+No API key, a malformed one, or one that is unknown, revoked or expired
+(UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
+"""
+REASON_ACCOUNT_MISMATCH: Reason.ValueType  # 41
+"""The API key is valid but not bound to the order's account
+(PERMISSION_DENIED).
 """
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
