@@ -20,6 +20,7 @@ from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway._generated.pretrade.v1 import admin_pb2_grpc
+from gateway.admin_keys import ApiKeyAdmin
 from gateway.admin_sanity import (
     fill_account,
     fill_symbol,
@@ -57,7 +58,7 @@ MAX_PAGE = 1000
 Context = aio.ServicerContext[Any, Any]
 
 
-class AdminService(LimitAdmin, admin_pb2_grpc.AdminServicer):
+class AdminService(LimitAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer):
     def __init__(self, keeper: Gatekeeper) -> None:
         self._keeper = keeper
 

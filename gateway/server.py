@@ -20,12 +20,14 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway._generated.pretrade.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin import AdminService
+from gateway.admin_auth import AdminGuard, admin_credentials
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.engine import ORDER_ENTRY_SERVICE, Gatekeeper
 from gateway.exchange import ReferenceExchange, add_to_server
 from gateway.policy import load_policy
 from gateway.proxy import OrderEntryProxy
 from gateway.settings import Settings
+from gateway.tls import ServerTLS, bind
 
 log = structlog.get_logger("gateway.server")
 
@@ -75,6 +77,18 @@ class Gateway:
 
     async def _start(self) -> None:
         settings = self.settings
+        order_tls = ServerTLS.from_paths(
+            "order entry", settings.tls_cert, settings.tls_key, settings.tls_client_ca
+        )
+        admin_tls = ServerTLS.from_paths(
+            "admin", settings.admin_tls_cert, settings.admin_tls_key, settings.admin_tls_client_ca
+        )
+        credentials = None
+        if settings.auth:
+            credentials = admin_credentials(
+                settings.admin_token, settings.admin_token_file, settings.admin_tls_client_ca
+            )
+        admin_interceptors = [AdminGuard(credentials)]
         policy = load_policy(settings.policy)
         redis_url = settings.redis_url
         if redis_url is None:
@@ -82,7 +96,7 @@ class Gateway:
             await asyncio.to_thread(self.redis.start)
             redis_url = self.redis.url
             log.info("redis.embedded", url=redis_url, data_dir=str(settings.redis_dir))
-        self.keeper = await Gatekeeper.open(redis_url, policy)
+        self.keeper = await Gatekeeper.open(redis_url, policy, auth=settings.auth)
 
         upstream = settings.upstream
         if upstream is None:
@@ -96,13 +110,13 @@ class Gateway:
             (OrderEntryProxy(self.keeper.engine, channel).handler(),)
         )
         await add_health_and_reflection(order_server, (ORDER_ENTRY_SERVICE,))
-        self.order_port = _bind(order_server, settings.listen)
+        self.order_port = bind(order_server, settings.listen, order_tls)
         self._servers.append(order_server)
 
-        admin_server = aio.server(options=SERVER_OPTIONS)
+        admin_server = aio.server(options=SERVER_OPTIONS, interceptors=admin_interceptors)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
         await add_health_and_reflection(admin_server, (ADMIN_SERVICE,))
-        self.admin_port = _bind(admin_server, settings.admin_listen)
+        self.admin_port = bind(admin_server, settings.admin_listen, admin_tls)
         self._servers.append(admin_server)
 
         for server in self._servers:
@@ -115,7 +129,21 @@ class Gateway:
             policy=str(settings.policy),
             policy_version=policy.version,
             symbols=len(self.keeper.snapshot.symbols),
+            auth="on" if settings.auth else "OFF",
+            order_tls="mtls" if order_tls and order_tls.client_ca else bool(order_tls),
+            admin_tls="mtls" if admin_tls and admin_tls.client_ca else bool(admin_tls),
         )
+        for name, address, tls in (
+            ("order entry", settings.listen, order_tls),
+            ("admin", settings.admin_listen, admin_tls),
+        ):
+            if tls is None and not _loopback(address):
+                log.warning(
+                    "tls.off",
+                    port=name,
+                    address=address,
+                    message="credentials cross the network in clear: give this port TLS",
+                )
 
     async def _start_reference_exchange(self) -> str:
         self.exchange = ReferenceExchange()
@@ -163,11 +191,9 @@ async def serve(settings: Settings) -> None:
         log.info("gateway.stopped")
 
 
-def _bind(server: aio.Server, address: str) -> int:
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return port
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _address(configured: str, port: int) -> str:
