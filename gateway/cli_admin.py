@@ -52,6 +52,9 @@ def _common(parser: argparse.ArgumentParser, addr_flag: str, env: str, default: 
         help=f"gateway address (env PRETRADE_{env}; default: {default})",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    from gateway.cli_keys import add_tls_flags
+
+    add_tls_flags(parser, "ADMIN_" if env.startswith("ADMIN") else "")
 
 
 def _verb(verbs: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -165,6 +168,11 @@ def add_admin_commands(commands: Any) -> None:
 
     add_limit_commands(verbs)
 
+    from gateway.cli_keys import add_admin_credential_flags, add_key_commands
+
+    add_key_commands(verbs)
+    add_admin_credential_flags(admin)
+
     admin.set_defaults(handler=_run_admin)
 
 
@@ -174,6 +182,9 @@ def add_order_commands(commands: Any) -> None:
         description="A small order-entry client, for trying the gateway out.",
     )  # fmt: skip
     _common(order, "--addr", "ADDR", "127.0.0.1:50051")
+    from gateway.cli_keys import add_api_key_flag
+
+    add_api_key_flag(order)
     verbs = order.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = _verb(verbs, "place", help="place an order")
@@ -218,8 +229,10 @@ def _run_admin(args: argparse.Namespace) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
+    from gateway.cli_keys import client_channel
+
     console = Console()
-    async with aio.insecure_channel(args.address) as channel:
+    async with client_channel(args) as channel:
         try:
             response = await args.call(channel, args)
         except aio.AioRpcError as exc:
@@ -254,6 +267,10 @@ def _report_error(exc: aio.AioRpcError, args: argparse.Namespace) -> int:
             err.print(f"  field [bold]{violation['field']}[/]: {violation['description']}")
         if "retry_delay_ms" in info:
             err.print(f"  retry after: {info['retry_delay_ms']} ms")
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            from gateway.cli_keys import credential_hint
+
+            err.print(f"  hint: {credential_hint(args)}")
     return EXIT_REFUSED
 
 
