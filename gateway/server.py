@@ -83,6 +83,9 @@ class Gateway:
         admin_tls = ServerTLS.from_paths(
             "admin", settings.admin_tls_cert, settings.admin_tls_key, settings.admin_tls_client_ca
         )
+        # Read certificates and tokens before anything starts: bad files stop the start at once.
+        order_credentials = order_tls.credentials() if order_tls else None
+        admin_tls_credentials = admin_tls.credentials() if admin_tls else None
         credentials = None
         if settings.auth:
             credentials = admin_credentials(
@@ -110,13 +113,13 @@ class Gateway:
             (OrderEntryProxy(self.keeper.engine, channel).handler(),)
         )
         await add_health_and_reflection(order_server, (ORDER_ENTRY_SERVICE,))
-        self.order_port = bind(order_server, settings.listen, order_tls)
+        self.order_port = bind(order_server, settings.listen, order_credentials)
         self._servers.append(order_server)
 
         admin_server = aio.server(options=SERVER_OPTIONS, interceptors=admin_interceptors)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
         await add_health_and_reflection(admin_server, (ADMIN_SERVICE,))
-        self.admin_port = bind(admin_server, settings.admin_listen, admin_tls)
+        self.admin_port = bind(admin_server, settings.admin_listen, admin_tls_credentials)
         self._servers.append(admin_server)
 
         for server in self._servers:

@@ -51,12 +51,12 @@ class ServerTLS:
         )
 
 
-def bind(server: aio.Server, address: str, tls: ServerTLS | None) -> int:
-    """Listen on ``address`` (plaintext or TLS); the port bound."""
-    if tls is None:
+def bind(server: aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Listen on ``address`` (plaintext without credentials); the port bound."""
+    if credentials is None:
         port = server.add_insecure_port(address)
     else:
-        port = server.add_secure_port(address, tls.credentials())
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return port
