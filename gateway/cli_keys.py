@@ -151,13 +151,19 @@ async def _issue_key(channel: aio.Channel, args: argparse.Namespace) -> Message:
         reason=args.reason, actor=args.actor, ttl=_ttl(args),
     )  # fmt: skip
     response = await _admin(channel).IssueApiKey(request, timeout=CALL_TIMEOUT_S)
-    if not args.json:
-        print(
-            "Store this API key now: it cannot be shown again. "
-            "Send it as PRETRADE_API_KEY or authorization: Bearer <key>.",
-            file=sys.stderr,
-        )
-    return response
+    if args.json:
+        return response
+    print(
+        "Store this API key now: it cannot be shown again. "
+        "Send it as PRETRADE_API_KEY or authorization: Bearer <key>.",
+        file=sys.stderr,
+    )
+    # Whole, on a line of its own: a table would cut it to the terminal's width.
+    print(response.api_key, flush=True)
+    shown = apb.IssueApiKeyResponse()
+    shown.CopyFrom(response)
+    shown.api_key = "(printed above)"
+    return shown
 
 
 async def _revoke_key(channel: aio.Channel, args: argparse.Namespace) -> Message:
