@@ -479,7 +479,8 @@ def _bracket(text: str) -> apb.LeverageBracket:
 def _channel_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel", choices=["program", "interactive"], default=None,
-        help="sent as x-pretrade-channel metadata (absent: the gateway assumes program)",
+        help="sent as x-pretrade-channel metadata (absent: program); ignored with an API key, "
+        "whose own channel counts",
     )  # fmt: skip
 
 
