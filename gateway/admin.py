@@ -10,6 +10,7 @@ snapshot, i.e. what it enforces right now.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -21,6 +22,7 @@ from grpc import aio
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway._generated.pretrade.v1 import admin_pb2_grpc
 from gateway.admin_keys import ApiKeyAdmin
+from gateway.admin_ops import OpsAdmin
 from gateway.admin_sanity import (
     fill_account,
     fill_symbol,
@@ -58,7 +60,7 @@ MAX_PAGE = 1000
 Context = aio.ServicerContext[Any, Any]
 
 
-class AdminService(LimitAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer):
+class AdminService(LimitAdmin, OpsAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer):
     def __init__(self, keeper: Gatekeeper) -> None:
         self._keeper = keeper
 
@@ -79,7 +81,10 @@ class AdminService(LimitAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer):
         fields = None if state is AccountState.ACTIVE else _state_fields(state, request)
         result = await self._write(FlagKind.ACCOUNT_STATE, request.account_id, fields, ttl_ms)
         previous = _state_of(result.old, AccountState.ACTIVE)
-        _audit("set_account_state", request, request.account_id, previous, state, ttl_ms)
+        await self._audit(
+            context, "set_account_state", request.actor, request.reason, request.account_id,
+            previous.name, state.name, ttl_ms,
+        )  # fmt: skip
         return apb.SetAccountStateResponse(
             account=_account(request.account_id, result.new),
             previous_state=int(previous),  # type: ignore[arg-type]
@@ -118,7 +123,10 @@ class AdminService(LimitAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer):
         fields = None if status is SymbolStatus.TRADING else _state_fields(status, request)
         result = await self._write(FlagKind.SYMBOL_STATUS, request.symbol, fields, ttl_ms)
         previous = _status_of(result.old, SymbolStatus.TRADING)
-        _audit("set_symbol_status", request, request.symbol, previous, status, ttl_ms)
+        await self._audit(
+            context, "set_symbol_status", request.actor, request.reason, request.symbol,
+            previous.name, status.name, ttl_ms,
+        )  # fmt: skip
         return apb.SetSymbolStatusResponse(
             symbol=self._symbol(request.symbol, result.new),
             previous_status=int(previous),  # type: ignore[arg-type]
@@ -144,15 +152,11 @@ class AdminService(LimitAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer):
         old_spec = self._keeper.snapshot.symbols.get(spec.symbol)
         fields = {**new_spec.to_fields(), "reason": request.reason, "actor": request.actor}
         await self._write(FlagKind.SYMBOL_SPEC, spec.symbol, fields, 0)
-        log.info(
-            "admin.action",
-            action="upsert_symbol",
-            actor=request.actor,
-            reason=request.reason,
-            target=spec.symbol,
-            old=old_spec.to_fields() if old_spec else None,
-            new=new_spec.to_fields(),
-        )
+        await self._audit(
+            context, "upsert_symbol", request.actor, request.reason, spec.symbol,
+            json.dumps(old_spec.to_fields(), sort_keys=True) if old_spec else "",
+            json.dumps(new_spec.to_fields(), sort_keys=True),
+        )  # fmt: skip
         status_fields = await self._keeper.flags.read(FlagKind.SYMBOL_STATUS, spec.symbol)
         return apb.UpsertSymbolResponse(
             symbol=self._symbol(spec.symbol, status_fields), created=old_spec is None
@@ -306,26 +310,6 @@ def _state_of(fields: Mapping[str, str] | None, default: AccountState) -> Accoun
 
 def _status_of(fields: Mapping[str, str] | None, default: SymbolStatus) -> SymbolStatus:
     return SymbolStatus(int(fields["value"])) if fields else default
-
-
-def _audit(
-    action: str,
-    request: Any,
-    target: str,
-    old: AccountState | SymbolStatus,
-    new: AccountState | SymbolStatus,
-    ttl_ms: int,
-) -> None:
-    log.info(
-        "admin.action",
-        action=action,
-        actor=request.actor,
-        reason=request.reason,
-        target=target,
-        old=old.name,
-        new=new.name,
-        ttl_ms=ttl_ms or None,
-    )
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp:

@@ -23,7 +23,7 @@ import os
 import pathlib
 import secrets
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -49,6 +49,7 @@ MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 512
 
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Decode = Callable[[bytes], Any]
 
 _principal: contextvars.ContextVar[str] = contextvars.ContextVar("admin_principal", default="")
 
@@ -96,27 +97,56 @@ class AdminGuard(aio.ServerInterceptor):  # type: ignore[type-arg]
         cached = self._wrapped.get(id(handler))
         if cached is not None and cached[0] is handler:
             return cached[1]
-        if handler.unary_unary is None:  # every Admin RPC is unary; refuse anything else
-            wrapped: Handler = grpc.unary_unary_rpc_method_handler(_refuse_streaming)
-        else:
-            wrapped = grpc.unary_unary_rpc_method_handler(
+        if handler.unary_unary is not None:
+            wrapped: Handler = grpc.unary_unary_rpc_method_handler(
                 self._guard(handler.unary_unary, handler.request_deserializer),  # type: ignore[arg-type]
                 request_deserializer=None,  # bytes: decoded once the caller is known
                 response_serializer=handler.response_serializer,
             )
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._guard_stream(handler.unary_stream, handler.request_deserializer),  # type: ignore[arg-type]
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        else:  # no client-streaming Admin RPC exists; refuse rather than pass one unguarded
+            wrapped = grpc.unary_unary_rpc_method_handler(_refuse_streaming)
         self._wrapped[id(handler)] = (handler, wrapped)
         return wrapped
 
-    def _guard(self, behavior: Behavior, decode: Callable[[bytes], Any] | None) -> Behavior:
+    async def _admit(
+        self, raw: bytes, context: aio.ServicerContext[Any, Any], decode: Decode | None
+    ) -> tuple[str, Any]:
+        """The caller's principal and the decoded request, or abort the call."""
+        principal = "" if self._open else await self._identify(context)
+        try:
+            return principal, (decode(raw) if decode is not None else raw)
+        except Exception:  # whatever the deserialiser raises on bad bytes
+            status = to_grpc_status(
+                invalid(FieldViolation("request", "not a valid protobuf message"))
+            )
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            raise AssertionError("unreachable") from None  # pragma: no cover
+
+    def _guard_stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], decode: Decode | None
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def guarded(raw: bytes, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            principal, request = await self._admit(raw, context, decode)
+            if principal:
+                # Each call runs in a task of its own: nothing to reset for other calls.
+                _principal.set(principal)
+                structlog.contextvars.bind_contextvars(principal=principal)
+            async for item in behavior(request, context):
+                yield item
+
+        return guarded
+
+    def _guard(self, behavior: Behavior, decode: Decode | None) -> Behavior:
         async def guarded(raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
-            principal = "open" if self._open else await self._identify(context)
-            try:
-                request = decode(raw) if decode is not None else raw
-            except Exception:  # whatever the deserialiser raises on bad bytes
-                status = to_grpc_status(
-                    invalid(FieldViolation("request", "not a valid protobuf message"))
-                )
-                await context.abort(status.code, status.details, status.trailing_metadata)
+            principal, request = await self._admit(raw, context, decode)
+            if not principal:
+                return await behavior(request, context)
             reset = _principal.set(principal)
             try:
                 with structlog.contextvars.bound_contextvars(principal=principal):

@@ -8,10 +8,10 @@ the ``IssueApiKey`` response; it is never stored, logged or listed.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
-import structlog
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
 
@@ -35,8 +35,6 @@ from gateway.validation import ACCOUNT_RE, ACCOUNT_RULE
 
 if TYPE_CHECKING:  # the engine imports what this module imports
     from gateway.engine import Gatekeeper
-
-log = structlog.get_logger("gateway.admin")
 
 Context = aio.ServicerContext[Any, Any]
 MAX_TEXT = 256
@@ -88,16 +86,10 @@ class ApiKeyAdmin:
             FlagKind.API_KEY, key_id, api_key_fields(key, request.reason, request.actor), ttl_ms
         )
         self._keeper.snapshot.apply(FlagKind.API_KEY, key_id, result.new, result.version)
-        log.info(
-            "admin.action",
-            action="issue_api_key",
-            actor=request.actor,
-            reason=request.reason,
-            target=key_id,
-            old=None,
-            new=_describe(key),
-            ttl_ms=ttl_ms or None,
-        )
+        await self._keeper.ops.admin_action(
+            context, "issue_api_key", request.actor, request.reason, key_id, "", _describe(key),
+            ttl_ms,
+        )  # fmt: skip
         expires_ms = int((result.new or {}).get("expires_ms", "0"))
         return apb.IssueApiKeyResponse(key=_key_proto(key, expires_ms), api_key=api_key)
 
@@ -131,15 +123,10 @@ class ApiKeyAdmin:
             ttl_ms,
         )
         self._keeper.snapshot.apply(FlagKind.API_KEY, request.key_id, result.new, result.version)
-        log.info(
-            "admin.action",
-            action="revoke_api_key",
-            actor=request.actor,
-            reason=request.reason,
-            target=request.key_id,
-            old=_describe(held),
-            new=_describe(key),
-        )
+        await self._keeper.ops.admin_action(
+            context, "revoke_api_key", request.actor, request.reason, request.key_id,
+            _describe(held), _describe(key),
+        )  # fmt: skip
         return apb.RevokeApiKeyResponse(key=_key_proto(key, expires_ms))
 
     async def ListApiKeys(
@@ -236,14 +223,11 @@ async def _abort_invalid(context: Context, bad: list[FieldViolation]) -> NoRetur
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _describe(key: ApiKey) -> dict[str, Any]:
-    """A key for the audit log: what it may do, never its secret nor its digest."""
-    return {
-        "accounts": sorted(key.accounts),
-        "channel": key.channel.value,
-        "label": key.label,
-        "revoked": key.revoked,
-    }
+def _describe(key: ApiKey) -> str:
+    """A key for the audit trail: what it may do, never its secret nor its digest."""
+    state = "revoked" if key.revoked else "active"
+    label = f" label={json.dumps(key.label)}" if key.label else ""
+    return f"{state} accounts={','.join(sorted(key.accounts))} channel={key.channel.value}{label}"
 
 
 def _key_proto(key: ApiKey, expires_ms: int) -> apb.ApiKey:

@@ -284,15 +284,15 @@ async def set_leverage_limit(
         fields = account_leverage_fields(limit.max_leverage, request.reason, request.actor)
     result = await keeper.flags.write(kind, key, None if request.clear else fields, ttl_ms)
     keeper.snapshot.apply(kind, key, result.new, result.version)
-    log.info(
-        "admin.action",
-        action="set_leverage_limit",
-        actor=request.actor,
-        reason=request.reason,
-        target=f"{target}:{key}",
-        old=_describe(kind, result.old),
-        new=_describe(kind, result.new),
-        ttl_ms=ttl_ms or None,
+    await keeper.ops.admin_action(
+        context,
+        "set_leverage_limit",
+        request.actor,
+        request.reason,
+        f"{target}:{key}",
+        str(_describe(kind, result.old) or ""),
+        str(_describe(kind, result.new) or ""),
+        ttl_ms,
     )
     response = apb.SetLeverageLimitResponse()
     for name, raw in (("limit", result.new), ("previous", result.old)):
@@ -332,15 +332,15 @@ async def set_reference_price(
     kind = FlagKind.REFERENCE_PRICE
     result = await keeper.flags.write(kind, request.symbol, fields, ttl_ms)
     keeper.snapshot.apply(kind, request.symbol, result.new, result.version)
-    log.info(
-        "admin.action",
-        action="set_reference_price",
-        actor=request.actor,
-        reason=request.reason,
-        target=request.symbol,
-        old=(result.old or {}).get("price"),
-        new=(result.new or {}).get("price"),
-        ttl_ms=ttl_ms or None,
+    await keeper.ops.admin_action(
+        context,
+        "set_reference_price",
+        request.actor,
+        request.reason,
+        request.symbol,
+        str((result.old or {}).get("price") or ""),
+        str((result.new or {}).get("price") or ""),
+        ttl_ms,
     )
     return apb.SetReferencePriceResponse(
         reference_price=reference_view(keeper.snapshot, spec, now_ms())

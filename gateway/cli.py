@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(serve, "--upstream", "UPSTREAM", None, "upstream order-entry service HOST:PORT")
     _opt(serve, "--policy", "POLICY", "limits", "policy file or directory")
     _opt(serve, "--log-level", "LOG_LEVEL", "info", "debug, info, warning or error")
+    from gateway.cli_ops import add_serve_ops_options
+
+    add_serve_ops_options(serve, _opt)
     _security_options(serve)
 
     exchange = commands.add_parser(
@@ -79,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_commands(commands)
     add_order_commands(commands)
+    from gateway.cli_ops import add_health_command
+
+    add_health_command(commands)
     return parser
 
 
@@ -161,6 +167,13 @@ def _serve(args: argparse.Namespace) -> int:
         admin_tls_key=_path(args.admin_tls_key),
         admin_tls_client_ca=_path(args.admin_tls_client_ca),
     )
+    from gateway.cli_ops import serve_ops_settings
+
+    try:
+        settings = serve_ops_settings(settings, args)
+    except ValueError as exc:
+        print(f"pretrade-gateway: {exc}", file=sys.stderr)
+        return 2
     if not settings.auth:
         print(
             "pretrade-gateway: WARNING: --auth off: no API key for order entry and no admin "
@@ -189,9 +202,9 @@ async def _run_exchange(listen: str) -> None:
 
     import structlog
 
-    from gateway.exchange import serve_exchange
+    from gateway.cli_ops import serve_exchange_with_health
 
-    server = await serve_exchange(listen)
+    server = await serve_exchange_with_health(listen)
     structlog.get_logger("gateway.exchange").info("exchange.ready", address=listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

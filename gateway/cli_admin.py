@@ -90,6 +90,12 @@ def add_admin_commands(commands: Any) -> None:
         ),
     )  # fmt: skip
     _common(admin, "--admin-addr", "ADMIN_ADDR", "127.0.0.1:50052")
+    admin.add_argument(
+        "--token", "--admin-token", dest="token",
+        default=os.environ.get("PRETRADE_ADMIN_TOKEN") or None,
+        help="admin credential, sent as 'authorization: Bearer ...' (env PRETRADE_ADMIN_TOKEN; "
+        "without it, the token file is read)",
+    )  # fmt: skip
     verbs = admin.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = _verb(verbs, "set-account", help="set an account's state")
@@ -164,9 +170,11 @@ def add_admin_commands(commands: Any) -> None:
     p.add_argument("--page-token", default="")
     p.set_defaults(call=_restrictions)
 
+    from gateway.cli_ops import add_ops_verbs
     from gateway.counters.cli import add_limit_commands
 
     add_limit_commands(verbs)
+    add_ops_verbs(verbs, _change)
 
     from gateway.cli_keys import add_admin_credential_flags, add_key_commands
 
@@ -240,11 +248,15 @@ async def _call(args: argparse.Namespace) -> int:
     if args.json:
         print(json_format.MessageToJson(response, preserving_proto_field_name=True))
     else:
-        console.print(_render(response))
+        console.print(getattr(args, "render", _render)(response))
     return 0
 
 
 def _report_error(exc: aio.AioRpcError, args: argparse.Namespace) -> int:
+    from gateway.cli_ops import credential_refused, report_credential_refused
+
+    if credential_refused(exc, args):
+        return report_credential_refused(exc, args)
     if exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,

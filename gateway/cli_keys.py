@@ -53,12 +53,8 @@ def add_api_key_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_admin_credential_flags(parser: argparse.ArgumentParser) -> None:
+    """``--admin-token-file``; ``--token`` (``--admin-token``) is declared with the parser."""
     default_file = str(default_state_dir() / "admin-token")
-    parser.add_argument(
-        "--admin-token",
-        default=_env("ADMIN_TOKEN"),
-        help="admin token (env PRETRADE_ADMIN_TOKEN; prefer the env var)",
-    )
     parser.add_argument(
         "--admin-token-file",
         default=_env("ADMIN_TOKEN_FILE", default_file),
@@ -71,8 +67,8 @@ def add_admin_credential_flags(parser: argparse.ArgumentParser) -> None:
 def _admin_credential(args: argparse.Namespace) -> str | None:
     from gateway.admin_auth import first_token
 
-    if args.admin_token:
-        return str(args.admin_token)
+    if args.token:
+        return str(args.token)
     return first_token(pathlib.Path(args.admin_token_file))
 
 
@@ -97,7 +93,7 @@ def credential_hint(args: argparse.Namespace) -> str:
     if args.command == "order":
         return "send an API key: --key or PRETRADE_API_KEY (ops issue one with 'admin issue-key')"
     return (
-        "send the admin token: --admin-token or PRETRADE_ADMIN_TOKEN, or --admin-token-file "
+        "send the admin token: --token or PRETRADE_ADMIN_TOKEN, or --admin-token-file "
         "(the gateway writes a generated one to its state directory, "
         f"{default_state_dir() / 'admin-token'})"
     )

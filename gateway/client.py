@@ -8,7 +8,6 @@ by a client interceptor so no call site can forget it.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -18,22 +17,23 @@ from gateway.auth import AUTHORIZATION_KEY
 from gateway.tls import TLSConfigError, read_pem
 
 
-class _Bearer(aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    def __init__(self, token: str) -> None:
-        self._entry = (AUTHORIZATION_KEY, f"Bearer {token}")
+class _Bearer(
+    aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds ``authorization: Bearer <token>`` to every call, unary and streaming."""
 
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        metadata = aio.Metadata(*(client_call_details.metadata or ()), self._entry)
-        details = aio.ClientCallDetails(
-            client_call_details.method,
-            client_call_details.timeout,
-            metadata,
-            client_call_details.credentials,
-            client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
+    def __init__(self, token: str) -> None:
+        self._header = (AUTHORIZATION_KEY, f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=(*tuple(details.metadata or ()), self._header))
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
 
 
 def open_channel(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from time import perf_counter_ns
 from typing import Any
 
 import structlog
@@ -23,12 +24,16 @@ from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
+from gateway.decisions import Decision, DecisionSink, NullSink, Outcome, RequestIds, Stage
+from gateway.killswitch import kill_switch_check
 from gateway.model import Channel
+from gateway.ops import Operations, OpsConfig
 from gateway.policy import Policy
 from gateway.policy_watch import PolicyWatcher
 from gateway.reasons import Denial, FieldViolation, invalid
 from gateway.refprice import ExecutionPriceFollower, reference_price
 from gateway.sanity import order_sanity_checks
+from gateway.shadow import ShadowRules
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
 from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
@@ -63,7 +68,11 @@ ORDER_METHODS: Mapping[str, OrderMethod] = {
 
 class PreTradeEngine:
     """Screens order-entry calls. Flag refusals are decided locally and touch no network;
-    calls that pass them make one counter call (when any behavioural limit applies)."""
+    calls that pass them make one counter call (when any behavioural limit applies).
+
+    Every call's decision (accept, refuse or shadow, the stage that decided,
+    local and Redis latency) goes to ``sink``.
+    """
 
     def __init__(
         self,
@@ -71,6 +80,7 @@ class PreTradeEngine:
         checks: Sequence[Check] | None = None,
         clock: Callable[[], int] = now_ms,
         counters: CounterGate | None = None,
+        sink: DecisionSink | None = None,
         auth: ApiKeyAuth | None = None,
     ) -> None:
         self.snapshot = snapshot
@@ -81,8 +91,12 @@ class PreTradeEngine:
         )
         self._clock = clock
         self.counters = counters
+        self.sink: DecisionSink = sink if sink is not None else NullSink()
+        self.shadow = ShadowRules(snapshot)
+        self.request_ids = RequestIds()
 
     def check_local(self, call: OrderCall) -> Denial | None:
+        """The local checks alone (no shadow mode, no reporting): the first refusal."""
         now = self._clock()
         for check in self._checks:
             denial = check(call, now)
@@ -91,87 +105,179 @@ class PreTradeEngine:
         return None
 
     async def admit(
-        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        request: Any,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | Admission:
-        """Validate a parsed request (and its call metadata) and decide on it.
+        """Validate a parsed request (and its call metadata), decide on it, report the decision.
 
         An :class:`Admission` carries response metadata (the remaining budget)
         and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
+        A denial whose rule is shadowed does not refuse: it is recorded and the
+        remaining checks still run, so shadowing one rule never lets a call
+        past another. A shadowed counter refusal consumes nothing.
         """
+        started = perf_counter_ns()
         key = self._authenticate(metadata)
         if isinstance(key, Denial):
-            return key
-        return await self._admit(method, request, metadata, key)
+            return self._validation_failed(method, request, key, started, request_id, Stage.AUTH)
+        return await self._admit(method, request, metadata, request_id, key, started)
 
     def _authenticate(self, metadata: Metadata | None) -> ApiKey | Denial | None:
         return None if self.auth is None else self.auth.authenticate(metadata)
 
     async def _admit(
-        self, method: OrderMethod, request: Any, metadata: Metadata | None, key: ApiKey | None
+        self,
+        method: OrderMethod,
+        request: Any,
+        metadata: Metadata | None,
+        request_id: str,
+        key: ApiKey | None,
+        started: int,
     ) -> Denial | Admission:
         call = method.parse(request)
         if isinstance(call, Denial):
-            return call
+            return self._validation_failed(method, request, call, started, request_id)
         if key is not None:
             # The key's channel, never the caller's own claim.
             mismatch = authorize(key, call)
             if mismatch is not None:
-                return mismatch
+                return self._validation_failed(
+                    method, request, mismatch, started, request_id, Stage.AUTH
+                )
             channel = key.channel
         else:
             claimed = parse_channel(metadata)
             if isinstance(claimed, Denial):
-                return claimed
+                return self._validation_failed(method, request, claimed, started, request_id)
             channel = claimed
         if channel is not Channel.PROGRAM:
             call = replace(call, channel=channel)
-        denial = self.check_local(call)
+        now = self._clock()
+        denial: Denial | None = None
+        shadowed: tuple[Denial, ...] = ()
+        for check in self._checks:
+            found = check(call, now)
+            if found is not None:
+                if self._shadowed(found, now):
+                    shadowed += (found,)
+                    continue
+                denial = found
+                break
+        local_done = perf_counter_ns()
+        stage, redis_ns = Stage.LOCAL, 0
+        verdict: Admission = ADMITTED
+        if denial is None and self.counters is not None:
+            counted = await self.counters.admit(call)
+            if counted is not ADMITTED:  # a counter call was made
+                stage, redis_ns = Stage.REDIS, perf_counter_ns() - local_done
+            if isinstance(counted, Denial):
+                if self._shadowed(counted, now):
+                    shadowed += (counted,)
+                else:
+                    denial = counted
+            else:
+                verdict = counted
         if denial is not None:
-            return denial
-        if self.counters is None:
-            return ADMITTED
-        return await self.counters.admit(call)
+            outcome, reported = Outcome.REFUSE, denial
+        elif shadowed:
+            outcome, reported = Outcome.SHADOW, shadowed[0]
+        else:
+            outcome, reported = Outcome.ACCEPT, None
+        self.sink.decision(
+            Decision(
+                request_id or self.request_ids.next(), now, method.name, call.account_id,
+                call.symbol, outcome, reported, shadowed, stage, local_done - started, redis_ns,
+                call,
+            )
+        )  # fmt: skip
+        return denial if denial is not None else verdict
 
     async def admit_bytes(
-        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        raw: bytes,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | Admission:
         """Like :meth:`admit` for a request still in wire form (the proxy's case).
 
         The credential is checked before the bytes are even decoded.
         """
+        started = perf_counter_ns()
         key = self._authenticate(metadata)
         if isinstance(key, Denial):
-            return key
+            return self._validation_failed(method, None, key, started, request_id, Stage.AUTH)
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
-            return _UNDECODABLE
-        return await self._admit(method, request, metadata, key)
+            return self._validation_failed(method, None, _UNDECODABLE, started, request_id)
+        return await self._admit(method, request, metadata, request_id, key, started)
 
-    def refuse_undecodable(self, metadata: Metadata | None) -> Denial:
+    def refuse_undecodable(
+        self, method: OrderMethod, metadata: Metadata | None, request_id: str = ""
+    ) -> Denial:
         """The answer to bytes that are not a request: unauthenticated callers learn no more."""
+        started = perf_counter_ns()
         key = self._authenticate(metadata)
-        return key if isinstance(key, Denial) else _UNDECODABLE
+        if isinstance(key, Denial):
+            return self._validation_failed(method, None, key, started, request_id, Stage.AUTH)
+        return self._validation_failed(method, None, _UNDECODABLE, started, request_id)
 
     async def screen(
-        self, method: OrderMethod, request: Any, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        request: Any,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | None:
         """:meth:`admit`, keeping only the refusal."""
-        verdict = await self.admit(method, request, metadata)
+        verdict = await self.admit(method, request, metadata, request_id)
         return verdict if isinstance(verdict, Denial) else None
 
     async def screen_bytes(
-        self, method: OrderMethod, raw: bytes, metadata: Metadata | None = None
+        self,
+        method: OrderMethod,
+        raw: bytes,
+        metadata: Metadata | None = None,
+        request_id: str = "",
     ) -> Denial | None:
-        verdict = await self.admit_bytes(method, raw, metadata)
+        verdict = await self.admit_bytes(method, raw, metadata, request_id)
         return verdict if isinstance(verdict, Denial) else None
+
+    def _shadowed(self, denial: Denial, now: int) -> bool:
+        """The one place shadow mode is applied, for every stage and every reason."""
+        return self.shadow.covers(denial.reason, now)
+
+    def _validation_failed(
+        self,
+        method: OrderMethod,
+        request: Any,
+        denial: Denial,
+        started: int,
+        request_id: str,
+        stage: Stage = Stage.VALIDATION,
+    ) -> Denial:
+        self.sink.decision(
+            Decision(
+                request_id or self.request_ids.next(), self._clock(), method.name,
+                str(getattr(request, "account_id", ""))[:64],
+                str(getattr(request, "symbol", ""))[:32],
+                Outcome.REFUSE, denial, (), stage, perf_counter_ns() - started, 0, None,
+            )
+        )  # fmt: skip
+        return denial
 
 
 _UNDECODABLE = invalid(FieldViolation("request", "not a valid protobuf message"))
 
 
 def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
+    # The kill switch first: an emergency stop outranks every other reason.
     return (
+        kill_switch_check(snapshot),
         account_state_check(snapshot),
         symbol_state_check(snapshot),
         *order_sanity_checks(snapshot),
@@ -188,7 +294,12 @@ class Gatekeeper:
     """
 
     def __init__(
-        self, redis: Redis, follower_redis: Redis, policy: Policy, auth: bool = True
+        self,
+        redis: Redis,
+        follower_redis: Redis,
+        policy: Policy,
+        ops: OpsConfig | None = None,
+        auth: bool = True,
     ) -> None:
         self.redis = redis
         self.policy = policy
@@ -199,13 +310,17 @@ class Gatekeeper:
             LimitResolver(self.snapshot, policy.counters),
             reference_price=self._reference_price,
         )
+        #: Audit trail, metrics and refusal log: the engine reports every decision to them.
+        self.ops = Operations(redis, self.snapshot, policy.version, ops or OpsConfig())
         self.engine = PreTradeEngine(
             self.snapshot,
             counters=self.counters,
+            sink=self.ops.sink,
             auth=ApiKeyAuth(self.snapshot) if auth else None,
         )
         if not auth:
             warn_auth_off()
+        self.engine.request_ids = self.ops.request_ids
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
         self.price_followers: list[ExecutionPriceFollower] = []
@@ -214,13 +329,22 @@ class Gatekeeper:
 
     @classmethod
     async def open(
-        cls, redis_url: str, policy: Policy, watch: bool = True, *, auth: bool = True
+        cls,
+        redis_url: str,
+        policy: Policy,
+        watch: bool = True,
+        ops: OpsConfig | None = None,
+        *,
+        auth: bool = True,
     ) -> Gatekeeper:
         """``auth=False`` drops the API key checks: for local development only."""
-        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy, auth=auth)
+        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy, ops, auth=auth)
         try:
             await keeper.follower.start()
+            await keeper.ops.start()
         except BaseException:
+            await keeper.follower.stop()
+            await keeper.ops.stop()
             await keeper._close_clients()
             raise
         if watch and policy.root is not None:
@@ -232,6 +356,7 @@ class Gatekeeper:
         self.policy = policy
         self.snapshot.set_policy_specs(policy.symbols, policy.products)
         self.counters.resolver.set_policy(policy.counters)
+        self.ops.set_policy_version(policy.version)
 
     def _reference_price(self, symbol: str) -> Decimal | None:
         """A market order's price for the large-order threshold: the reference in force,
@@ -260,6 +385,7 @@ class Gatekeeper:
         self.price_followers.clear()
 
     async def close(self) -> None:
+        await self.ops.stop()  # flushes the audit backlog while Redis is still open
         if self.watcher is not None:
             await self.watcher.stop()
         await self.stop_following_executions()

@@ -12,12 +12,14 @@ answered INVALID_ARGUMENT (or UNAUTHENTICATED) like any bad input, not UNKNOWN.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc import aio
 
 from gateway.counters.gate import Admission
+from gateway.decisions import REQUEST_ID_KEY
 from gateway.engine import ORDER_METHODS, OrderMethod, PreTradeEngine
 from gateway.reasons import Denial
 from gateway.refusals import to_grpc_status
@@ -64,26 +66,57 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         admit = self._engine.admit
         refuse_undecodable = self._engine.refuse_undecodable
         decode = deserialize or method.request_type.FromString
+        next_id = self._engine.request_ids.next
+        sink = self._engine.sink
 
         async def guarded(raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+            request_id = next_id()
+            tag = ((REQUEST_ID_KEY, request_id),)
             metadata = context.invocation_metadata()
             verdict: Denial | Admission
             try:
                 request = decode(raw)
             except Exception:  # whatever the servicer's deserialiser raises on bad bytes
-                verdict = refuse_undecodable(metadata)
+                verdict = refuse_undecodable(method, metadata, request_id)
             else:
-                verdict = await admit(method, request, metadata)
+                verdict = await admit(method, request, metadata, request_id)
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))
                 raise AssertionError("unreachable")  # pragma: no cover
-            response = await behavior(request, context)
+            ours = (*tag, *verdict.metadata)
+            # Set before the servicer runs: its own abort() sends these unless it passes its own.
+            context.set_trailing_metadata(ours)
+            started = perf_counter()
+            failed: str | None = None
+            try:
+                response = await behavior(request, context)
+            except Exception:  # context.abort raises too; its code is on the context
+                failed = _code_name(context.code()) or "UNKNOWN"
+                raise
+            finally:
+                sink.upstream(method.name, perf_counter() - started, failed or _error_code(context))
+                trailers = tuple(context.trailing_metadata() or ())
+                if not any(key == REQUEST_ID_KEY for key, _ in trailers):
+                    # The servicer replaced the trailers: add ours to, never over, its own.
+                    context.set_trailing_metadata((*trailers, *ours))
             verdict.accepted(response)
-            if verdict.metadata:
-                # Added to, never replacing, what the servicer set.
-                servicers = tuple(context.trailing_metadata() or ())
-                context.set_trailing_metadata(servicers + verdict.metadata)
             return response
 
         return guarded
+
+
+def _code_name(code: Any) -> str | None:
+    if code is None:
+        return None
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    for known in grpc.StatusCode:
+        if known.value[0] == code:
+            return known.name
+    return None
+
+
+def _error_code(context: aio.ServicerContext[Any, Any]) -> str | None:
+    name = _code_name(context.code())
+    return None if name in (None, "OK") else name

@@ -49,6 +49,10 @@ class FlagKind(enum.Enum):
     REFERENCE_PRICE = "refpx"
     #: A runtime override of one behavioural limit (see :mod:`gateway.counters`).
     LIMIT = "limit"
+    #: Kill switches by scope key ("venue", "product:spot", "account:alice", "group:g1").
+    KILL_SWITCH = "kill"
+    #: Shadowed rules by rule name (a Reason value, or "*" for all).
+    SHADOW = "shadow"
     #: An order-entry API key by key id (value: its hash, accounts and channel).
     API_KEY = "apikey"
 

@@ -12,11 +12,13 @@ gets ``x-pretrade-key-id`` (the verified key's id) instead of ``authorization``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
 
 import grpc
 from grpc import aio
 
 from gateway.auth import AUTHORIZATION_KEY, KEY_ID_METADATA_KEY, key_id_of
+from gateway.decisions import REQUEST_ID_KEY
 from gateway.engine import ORDER_ENTRY_SERVICE, ORDER_METHODS, OrderMethod, PreTradeEngine
 from gateway.reasons import Denial
 from gateway.refusals import to_grpc_status
@@ -66,14 +68,19 @@ class OrderEntryProxy:
         # No serializers on either side: bytes in, bytes out.
         upstream_call = self._upstream.unary_unary(method.path, None, None)
         admit_bytes = self._engine.admit_bytes
+        next_id = self._engine.request_ids.next
+        sink = self._engine.sink
         authenticated = self._engine.auth is not None
 
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
-            verdict = await admit_bytes(method, raw, context.invocation_metadata())
+            request_id = next_id()
+            tag = ((REQUEST_ID_KEY, request_id),)
+            verdict = await admit_bytes(method, raw, context.invocation_metadata(), request_id)
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))
                 raise AssertionError("unreachable")  # pragma: no cover
+            started = perf_counter()
             try:
                 response: bytes = await upstream_call(
                     raw,
@@ -84,11 +91,12 @@ class OrderEntryProxy:
                     ),
                 )
             except aio.AioRpcError as exc:
-                trailers = tuple(exc.trailing_metadata() or ())
+                sink.upstream(method.name, perf_counter() - started, exc.code().name)
+                trailers = (*tuple(exc.trailing_metadata() or ()), *tag)
                 await context.abort(exc.code(), exc.details() or "", trailers)  # type: ignore[arg-type]
+            sink.upstream(method.name, perf_counter() - started, None)
             verdict.accepted_bytes(response)
-            if verdict.metadata:
-                context.set_trailing_metadata(verdict.metadata)
+            context.set_trailing_metadata((*tag, *verdict.metadata))
             return response
 
         return forward

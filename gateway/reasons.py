@@ -41,6 +41,7 @@ class Reason(enum.StrEnum):
     CANCEL_RATIO_EXCEEDED = "CANCEL_RATIO_EXCEEDED"
     MIN_RESTING_TIME = "MIN_RESTING_TIME"
     COUNTERS_UNAVAILABLE = "COUNTERS_UNAVAILABLE"
+    KILL_SWITCH = "KILL_SWITCH"
     # Authentication and authorisation (gateway/auth.py).
     UNAUTHENTICATED = "UNAUTHENTICATED"
     ACCOUNT_MISMATCH = "ACCOUNT_MISMATCH"
@@ -74,6 +75,8 @@ STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
         Reason.CANCEL_RATIO_EXCEEDED: _S.RESOURCE_EXHAUSTED,
         Reason.MIN_RESTING_TIME: _S.RESOURCE_EXHAUSTED,
         Reason.COUNTERS_UNAVAILABLE: _S.UNAVAILABLE,
+        # Not UNAVAILABLE: clients and proxies retry that on their own.
+        Reason.KILL_SWITCH: _S.FAILED_PRECONDITION,
         Reason.UNAUTHENTICATED: _S.UNAUTHENTICATED,
         Reason.ACCOUNT_MISMATCH: _S.PERMISSION_DENIED,
     }

@@ -21,9 +21,11 @@ from grpc_reflection.v1alpha import reflection
 from gateway._generated.pretrade.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin import AdminService
 from gateway.admin_auth import AdminGuard, admin_credentials
+from gateway.audit import AuditConfig
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.engine import ORDER_ENTRY_SERVICE, Gatekeeper
 from gateway.exchange import ReferenceExchange, add_to_server
+from gateway.ops import OpsConfig
 from gateway.policy import load_policy
 from gateway.proxy import OrderEntryProxy
 from gateway.settings import Settings
@@ -99,7 +101,9 @@ class Gateway:
             await asyncio.to_thread(self.redis.start)
             redis_url = self.redis.url
             log.info("redis.embedded", url=redis_url, data_dir=str(settings.redis_dir))
-        self.keeper = await Gatekeeper.open(redis_url, policy, auth=settings.auth)
+        self.keeper = await Gatekeeper.open(
+            redis_url, policy, ops=ops_config(settings), auth=settings.auth
+        )
 
         upstream = settings.upstream
         if upstream is None:
@@ -132,6 +136,10 @@ class Gateway:
             policy=str(settings.policy),
             policy_version=policy.version,
             symbols=len(self.keeper.snapshot.symbols),
+            metrics=_address(settings.metrics_listen, self.metrics_port)
+            if settings.metrics_listen
+            else None,
+            instance=self.keeper.ops.instance,
             auth="on" if settings.auth else "OFF",
             order_tls="mtls" if order_tls and order_tls.client_ca else bool(order_tls),
             admin_tls="mtls" if admin_tls and admin_tls.client_ca else bool(admin_tls),
@@ -147,6 +155,11 @@ class Gateway:
                     address=address,
                     message="credentials cross the network in clear: give this port TLS",
                 )
+
+    @property
+    def metrics_port(self) -> int:
+        """The Prometheus endpoint's port (0 when not serving one)."""
+        return self.keeper.ops.metrics_port if self.keeper is not None else 0
 
     async def _start_reference_exchange(self) -> str:
         self.exchange = ReferenceExchange()
@@ -194,6 +207,18 @@ async def serve(settings: Settings) -> None:
         log.info("gateway.stopped")
 
 
+def ops_config(settings: Settings) -> OpsConfig:
+    return OpsConfig(
+        instance=settings.instance,
+        metrics_listen=settings.metrics_listen,
+        audit=AuditConfig(
+            accept_every=settings.audit_accept_every,
+            max_len=settings.audit_max_len,
+            max_age_ms=settings.audit_max_age_ms,
+        ),
+    )
+
+
 def _loopback(address: str) -> bool:
     host = address.rsplit(":", 1)[0].strip("[]")
     return host in ("localhost", "::1") or host.startswith("127.")
@@ -204,4 +229,4 @@ def _address(configured: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-__all__ = ["Gateway", "add_health_and_reflection", "serve"]
+__all__ = ["Gateway", "add_health_and_reflection", "ops_config", "serve"]

@@ -29,6 +29,16 @@ class Settings:
     log_level: str = "info"
     #: Seconds given to in-flight calls on shutdown.
     grace_s: float = 5.0
+    #: Prometheus endpoint HOST:PORT; None: no endpoint.
+    metrics_listen: str | None = None
+    #: Names this gateway in audit records and metrics; "" for host:pid.
+    instance: str = ""
+    #: Accepted orders in the audit trail: 1 every one, N one in N, 0 none.
+    audit_accept_every: int = 1
+    #: Approximate bound on the decision stream's length (0: none).
+    audit_max_len: int = 1_000_000
+    #: Approximate bound on the age of decision records in ms (0: none).
+    audit_max_age_ms: int = 0
     #: Order entry needs an API key; False is for local development only.
     auth: bool = True
     #: Admin token (``--admin-token``); when set, the token file is not read.

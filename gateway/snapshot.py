@@ -49,6 +49,8 @@ class Snapshot:
         #: Runtime limit overrides by record id; ``limits_generation`` grows with every change.
         self.limit_overrides: dict[str, LimitRecord] = {}
         self.limits_generation = 0
+        self.kill_switches: dict[str, StateRecord] = {}
+        self.shadow_rules: dict[str, StateRecord] = {}
         self._policy_specs: Mapping[str, SymbolSpec] = dict(policy_specs or {})
         #: Effective spec per symbol: the admin's if any, else the policy's.
         self.symbols: dict[str, SymbolSpec] = dict(self._policy_specs)
@@ -113,7 +115,7 @@ class Snapshot:
             else:
                 table[key] = OPS_DECODERS[kind](fields)
         else:
-            states = self.accounts if kind is FlagKind.ACCOUNT_STATE else self.symbol_status
+            states = self.states_of(kind)
             current = states.get(key)
             if current is not None and current.version > version:
                 return False
@@ -143,6 +145,10 @@ class Snapshot:
         }
         self.limit_overrides = _decode(raw.get(FlagKind.LIMIT, {}), limit_record_from_fields, bad)
         self.limits_generation += 1
+        self.kill_switches = _decode(
+            raw.get(FlagKind.KILL_SWITCH, {}), state_record_from_fields, bad
+        )
+        self.shadow_rules = _decode(raw.get(FlagKind.SHADOW, {}), state_record_from_fields, bad)
         self._rebuild_symbols()
         self.last_update_ms = now_ms()
         return bad
@@ -158,7 +164,13 @@ class Snapshot:
     def purge_lapsed(self, at_ms: int) -> int:
         """Drop records whose TTL has passed (Redis expires its copies on its own)."""
         dropped = 0
-        tables: list[dict[str, Any]] = [self.accounts, self.symbol_status, *self.ops.values()]
+        tables: list[dict[str, Any]] = [
+            self.accounts,
+            self.symbol_status,
+            self.kill_switches,
+            self.shadow_rules,
+            *self.ops.values(),
+        ]
         for table in tables:
             for key in [k for k, r in table.items() if not r.in_force(at_ms)]:
                 del table[key]
@@ -193,6 +205,10 @@ class Snapshot:
             return "admin"
         return "policy" if symbol in self._policy_specs else ""
 
+    def account_group(self, account_id: str) -> str:
+        """The account's group; always "" until accounts are linked into groups."""
+        return ""
+
     # -- internals --------------------------------------------------------
 
     def _apply_limit(self, key: str, fields: Fields | None, version: int) -> bool:
@@ -205,6 +221,15 @@ class Snapshot:
             self.limit_overrides[key] = limit_record_from_fields(fields)
         self.limits_generation += 1
         return True
+
+    def states_of(self, kind: FlagKind) -> dict[str, StateRecord]:
+        if kind is FlagKind.ACCOUNT_STATE:
+            return self.accounts
+        if kind is FlagKind.KILL_SWITCH:
+            return self.kill_switches
+        if kind is FlagKind.SHADOW:
+            return self.shadow_rules
+        return self.symbol_status
 
     def _refresh_symbol(self, symbol: str) -> None:
         admin = self.admin_specs.get(symbol)

@@ -95,15 +95,15 @@ class LimitAdmin:
         result = await self._keeper.flags.write(FlagKind.LIMIT, record_id, fields, ttl_ms)
         self._keeper.snapshot.apply(FlagKind.LIMIT, record_id, result.new, result.version)
         previous = (result.old or {}).get("value", "")
-        log.info(
-            "admin.action",
-            action="set_limit",
-            actor=request.actor,
-            reason=request.reason,
-            target=f"{ref}:{kind.value}",
-            old=previous or None,
-            new=value_text,
-            ttl_ms=ttl_ms or None,
+        await self._keeper.ops.admin_action(
+            context,
+            "set_limit",
+            request.actor,
+            request.reason,
+            f"{ref}:{kind.value}",
+            str(previous or None or ""),
+            str(value_text or ""),
+            ttl_ms,
         )
         assert result.new is not None
         return apb.SetLimitResponse(
@@ -124,14 +124,15 @@ class LimitAdmin:
         result = await self._keeper.flags.write(FlagKind.LIMIT, record_id, None)
         self._keeper.snapshot.apply(FlagKind.LIMIT, record_id, None, result.version)
         previous = (result.old or {}).get("value", "")
-        log.info(
-            "admin.action",
-            action="remove_limit",
-            actor=request.actor,
-            reason=request.reason,
-            target=f"{ref}:{kind.value}",
-            old=previous or None,
-            new=None,
+        await self._keeper.ops.admin_action(
+            context,
+            "remove_limit",
+            request.actor,
+            request.reason,
+            f"{ref}:{kind.value}",
+            str(previous or None or ""),
+            "",
+            0,
         )
         return apb.RemoveLimitResponse(removed=result.old is not None, previous_value=previous)
 

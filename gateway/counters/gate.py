@@ -97,7 +97,7 @@ class Admission:
         self.accepted(response)
 
 
-#: The admission of a call no counter applies to.
+#: The admission of a call no counter applies to (no Redis call was made for it).
 ADMITTED = Admission()
 
 
@@ -196,7 +196,7 @@ class CounterGate:
             error=repr(exc),
         )
         if let_through:
-            return ADMITTED
+            return Admission()  # not ADMITTED: Redis was tried (see PreTradeEngine.admit)
         return Denial(
             Reason.COUNTERS_UNAVAILABLE,
             "order counters are unavailable: new orders and amends are refused until they are "

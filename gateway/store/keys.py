@@ -13,6 +13,11 @@ PREFIX = "pt"
 CHANGES_CHANNEL = f"{PREFIX}:changes"
 
 
+#: Audit streams: order decisions, and admin changes (kept apart: far fewer, kept longer).
+DECISIONS_STREAM = f"{PREFIX}:audit:decisions"
+ADMIN_STREAM = f"{PREFIX}:audit:admin"
+
+
 def flag_key(kind: FlagKind, record_id: str) -> str:
     return f"{PREFIX}:{kind.value}:{{{record_id}}}"
 

@@ -48,6 +48,9 @@ class Secured:
     admin_address: str
     exchange: ReferenceExchange
     admin: admin_pb2_grpc.AdminAsyncStub
+    #: The admin token's credential name, as audit records show it.
+    token_name: str = ""
+    keeper: Any = None
     _channels: list[aio.Channel] = field(default_factory=list)
 
     def orders(self, api_key: str | None = None) -> order_entry_pb2_grpc.OrderEntryAsyncStub:
@@ -90,6 +93,8 @@ async def secured(
                 f"127.0.0.1:{gateway.admin_port}",
                 gateway.exchange,
                 admin=None,  # type: ignore[arg-type]
+                token_name="admin-token",
+                keeper=gateway.keeper,
             )
             deployment.admin = deployment.admin_as(ADMIN_TOKEN)
             try:
@@ -107,6 +112,8 @@ async def secured(
                 guarded.admin_address,
                 guarded.exchange,
                 admin=None,  # type: ignore[arg-type]
+                token_name="ops",
+                keeper=guarded.keeper,
             )
             deployment.admin = deployment.admin_as(ADMIN_TOKEN)
             try:

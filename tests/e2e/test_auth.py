@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
+from gateway._generated.pretrade.v1 import errors_pb2
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from tests.e2e.conftest import ADMIN_TOKEN, Secured
 from tests.support.rpc import Refusal, limit_order, refused
@@ -240,6 +241,12 @@ async def test_admin_needs_its_credential(secured: Secured) -> None:
     assert account.state == apb.ACCOUNT_STATE_ACTIVE
     listed = await secured.admin.ListApiKeys(apb.ListApiKeysRequest(), timeout=5)
     assert [list(k.account_ids) for k in listed.keys] == [["alice"]]
+    # The audit trail has the one change that was made, with the verified principal.
+    trail = await secured.admin.ListAdminActions(apb.ListAdminActionsRequest(), timeout=5)
+    assert [(a.action, a.actor, a.principal) for a in trail.actions] == [
+        ("issue_api_key", "tests", f"token:{secured.token_name}")
+    ]
+    assert alice.api_key.split(".")[1] not in str(trail)
 
 
 @pytest.mark.parametrize("credential", ["none", "admin_token", "api_key"])
@@ -321,3 +328,28 @@ async def test_list_keys(secured: Secured) -> None:
     assert sorted(k.key_id for k in [*first.keys, *rest.keys]) == sorted(
         k.key_id for k in everything.keys
     )
+
+
+async def test_key_refusals_are_in_the_audit_trail(secured: Secured) -> None:
+    from tests.support.ops import request_id_of
+
+    bob = await secured.issue("bob")
+    ids = {}
+    for reason, orders in (("UNAUTHENTICATED", secured.orders(None)),
+                           ("ACCOUNT_MISMATCH", secured.orders(bob.api_key))):  # fmt: skip
+        ids[reason], error = await request_id_of(orders.PlaceOrder(limit_order("alice")))
+        assert error is not None and ids[reason]
+    await secured.keeper.ops.audit.flush()
+    reply = await secured.admin.ListDecisions(
+        apb.ListDecisionsRequest(decision=apb.DECISION_REFUSE), timeout=5
+    )
+    records = {r.request_id: r for r in reply.decisions}
+    for reason, request_id in ids.items():
+        record = records[request_id]
+        assert (errors_pb2.Reason.Name(record.reason), record.stage) == (
+            f"REASON_{reason}",
+            "auth",
+        )
+    mismatch = records[ids["ACCOUNT_MISMATCH"]]
+    assert (mismatch.account_id, mismatch.detail["key_id"]) == ("alice", bob.key.key_id)
+    assert bob.api_key.split(".")[1] not in str(reply)

@@ -57,13 +57,11 @@ def test_generated_token_cli_and_audit(redis_url: str, tmp_path: pathlib.Path) -
         api_key = str(issued["api_key"])
         key_id = issued["key"]["key_id"]  # type: ignore[index]
 
-        # Anyone else: refused, with a hint.
-        rc, refused, err = cli("admin", "restrictions", gw=gw, state=tmp_path / "elsewhere")
-        assert rc == 1 and refused["code"] == "UNAUTHENTICATED"
-        rc, refused, _ = cli(
-            "admin", "restrictions", gw=gw, state=state, PRETRADE_ADMIN_TOKEN="x" * 32
-        )
-        assert rc == 1 and refused["code"] == "UNAUTHENTICATED"
+        # Anyone else: refused (exit code 4: the credential), with a hint.
+        rc, _, err = cli("admin", "restrictions", gw=gw, state=tmp_path / "elsewhere")
+        assert rc == 4 and "UNAUTHENTICATED" in err and "--admin-token-file" in err
+        rc, _, err = cli("admin", "restrictions", gw=gw, state=state, PRETRADE_ADMIN_TOKEN="x" * 32)
+        assert rc == 4 and "UNAUTHENTICATED" in err and "check --token" in err
 
         rc, refused, _ = cli(*PLACE, gw=gw, state=state)
         assert rc == 1 and (refused["code"], refused["reason"]) == (
@@ -100,7 +98,9 @@ def test_generated_token_cli_and_audit(redis_url: str, tmp_path: pathlib.Path) -
     ]
     for action in actions:
         assert (action["principal"], action["actor"]) == ("token:admin-token", "risk-desk")
-    assert actions[0]["target"] == key_id and actions[0]["new"]["accounts"] == ["alice"]
+    assert actions[0]["target"] == key_id
+    assert actions[0]["new"] == 'active accounts=alice channel=program label="grid bot"'
+    assert actions[2]["new"].startswith("revoked accounts=alice")
     created = [json.loads(line) for line in log.splitlines() if "admin.token_created" in line]
     assert created and created[0]["path"] == str(token_file)
 

@@ -10,6 +10,7 @@ suite stays fast.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pathlib
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc import aio
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +28,7 @@ from gateway._generated.pretrade.v1 import admin_pb2_grpc, order_entry_pb2_grpc
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.reasons import STATUS_BY_REASON, Reason
 from gateway.validation import parse_amend, parse_cancel, parse_place
-from tests.support.recording import BackgroundLoop, RecordingExchange, background_loop
+from tests.support.recording import RecordingExchange
 from tests.support.rpc import refusal
 
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"
@@ -55,26 +57,50 @@ class Target:
     admin_address: str
     recorder: RecordingExchange
     api_key: str
-    channel: grpc.Channel
+    loop: asyncio.AbstractEventLoop
+    channel: aio.Channel
+    admin_channel: aio.Channel
 
-    def call(self, path: str, raw: bytes, metadata: Any) -> grpc.RpcError | bytes:
-        method = self.channel.unary_unary(path)
-        try:
-            response: bytes = method(raw, timeout=CALL_TIMEOUT_S, metadata=metadata)
-        except grpc.RpcError as exc:
-            return exc
-        return response
+    def call(self, path: str, raw: bytes, metadata: Any) -> aio.AioRpcError | bytes:
+        """One unary call; the servers run on the same loop while it waits."""
+        return self.loop.run_until_complete(_unary(self.channel, path, raw, metadata))
+
+    def call_admin(self, path: str, raw: bytes, metadata: Any, streaming: bool) -> Any:
+        if not streaming:
+            return self.loop.run_until_complete(_unary(self.admin_channel, path, raw, metadata))
+        return self.loop.run_until_complete(_stream(self.admin_channel, path, raw, metadata))
 
     @property
     def authorised(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.api_key}"),)
 
 
+async def _unary(
+    channel: aio.Channel, path: str, raw: bytes, metadata: Any
+) -> aio.AioRpcError | bytes:
+    try:
+        response: bytes = await channel.unary_unary(path)(
+            raw, timeout=CALL_TIMEOUT_S, metadata=metadata
+        )
+    except aio.AioRpcError as exc:
+        return exc
+    return response
+
+
+async def _stream(channel: aio.Channel, path: str, raw: bytes, metadata: Any) -> Any:
+    try:
+        async for _ in channel.unary_stream(path)(
+            raw, timeout=STREAM_DEADLINE_S, metadata=metadata
+        ):
+            pass
+    except aio.AioRpcError as exc:
+        return exc
+    return b""
+
+
 async def _start(
     kind: str, redis_url: str, tmp: pathlib.Path, stack: contextlib.AsyncExitStack
 ) -> tuple[str, str, RecordingExchange]:
-    from grpc import aio
-
     from gateway.server import SERVER_OPTIONS
     from tests.support.recording import recording_upstream
     from tests.support.servers import running_gateway, test_settings
@@ -114,33 +140,44 @@ async def _start(
     return f"127.0.0.1:{order_port}", f"127.0.0.1:{admin_port}", recorder
 
 
+async def _issue_key(admin_address: str) -> str:
+    async with aio.insecure_channel(admin_address) as channel:
+        issued = await admin_pb2_grpc.AdminStub(channel).IssueApiKey(
+            apb.IssueApiKeyRequest(
+                account_ids=ACCOUNTS,
+                channel=apb.ORDER_CHANNEL_INTERACTIVE,
+                reason="fuzz",
+                actor="fuzz",
+            ),
+            metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),),
+            timeout=CALL_TIMEOUT_S,
+        )
+    return issued.api_key
+
+
+async def _channels(order: str, admin: str) -> tuple[aio.Channel, aio.Channel]:
+    return aio.insecure_channel(order), aio.insecure_channel(admin)
+
+
 @pytest.fixture(params=["proxy", "interceptor"])
 def target(
     request: pytest.FixtureRequest, redis_url: str, tmp_path: pathlib.Path
 ) -> Iterator[Target]:
-    with background_loop() as loop:
-        stack = contextlib.AsyncExitStack()
-        try:
-            order, admin, recorder = loop.run(_start(request.param, redis_url, tmp_path, stack))
-            with grpc.insecure_channel(admin) as channel:
-                issued = admin_pb2_grpc.AdminStub(channel).IssueApiKey(
-                    apb.IssueApiKeyRequest(
-                        account_ids=ACCOUNTS,
-                        channel=apb.ORDER_CHANNEL_INTERACTIVE,
-                        reason="fuzz",
-                        actor="fuzz",
-                    ),
-                    metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),),
-                    timeout=CALL_TIMEOUT_S,
-                )
-            with grpc.insecure_channel(order) as channel:
-                yield Target(request.param, order, admin, recorder, issued.api_key, channel)
-        finally:
-            _close(loop, stack)
-
-
-def _close(loop: BackgroundLoop, stack: contextlib.AsyncExitStack) -> None:
-    loop.run(stack.aclose())
+    """Servers and clients on one event loop of this (synchronous) test's own: hypothesis
+    drives it one call at a time, and no loop or gRPC object crosses a thread."""
+    loop = asyncio.new_event_loop()
+    stack = contextlib.AsyncExitStack()
+    try:
+        run = loop.run_until_complete
+        order, admin, recorder = run(_start(request.param, redis_url, tmp_path, stack))
+        api_key = run(_issue_key(admin))
+        channel, admin_channel = run(_channels(order, admin))
+        stack.push_async_callback(channel.close, None)
+        stack.push_async_callback(admin_channel.close, None)
+        yield Target(request.param, order, admin, recorder, api_key, loop, channel, admin_channel)
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()
 
 
 # -- strategies --------------------------------------------------------------------
@@ -232,7 +269,7 @@ METHODS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
 
 
 def judge(
-    target: Target, outcome: grpc.RpcError | bytes, forwarded_before: int, valid: bool
+    target: Target, outcome: aio.AioRpcError | bytes, forwarded_before: int, valid: bool
 ) -> None:
     """Every answer is an acceptance that was forwarded, or a known refusal that was not."""
     forwarded = len(target.recorder.calls) - forwarded_before
@@ -240,10 +277,10 @@ def judge(
         assert valid, "a request the gateway calls malformed was accepted"
         assert forwarded == 1
         return
-    code = outcome.code()  # type: ignore[attr-defined]
+    code = outcome.code()
     assert code not in BROKEN, (code, outcome)
     assert forwarded == 0, f"refused ({code}) but forwarded"
-    got = refusal(outcome)  # type: ignore[arg-type]
+    got = refusal(outcome)
     assert got.domain == "pretrade.v1", got
     reason = Reason(got.reason)
     assert STATUS_BY_REASON[reason] == code, got
@@ -287,8 +324,8 @@ def test_raw_bytes(target: Target) -> None:
         metadata = target.authorised if with_key else ()
         outcome = target.call(f"/pretrade.v1.OrderEntry/{method}", raw, metadata)
         if not with_key:
-            assert isinstance(outcome, grpc.RpcError)
-            assert outcome.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+            assert isinstance(outcome, aio.AioRpcError)
+            assert outcome.code() == grpc.StatusCode.UNAUTHENTICATED
             assert len(target.recorder.calls) == before
             return
         judge(target, outcome, before, valid)
@@ -335,35 +372,37 @@ def test_credentials(target: Target) -> None:
         )
         if isinstance(outcome, bytes):
             raise AssertionError(f"accepted with credential {value!r}")
-        assert outcome.code() == grpc.StatusCode.UNAUTHENTICATED, (value, outcome)  # type: ignore[attr-defined]
-        assert refusal(outcome).reason == "UNAUTHENTICATED"  # type: ignore[arg-type]
+        assert outcome.code() == grpc.StatusCode.UNAUTHENTICATED, (value, outcome)
+        assert refusal(outcome).reason == "UNAUTHENTICATED"
         assert len(target.recorder.calls) == before
 
     run()
 
 
-ADMIN_METHODS = sorted(apb.DESCRIPTOR.services_by_name["Admin"].methods_by_name)
+ADMIN_SERVICE = apb.DESCRIPTOR.services_by_name["Admin"]
+ADMIN_METHODS = sorted(ADMIN_SERVICE.methods_by_name)
+#: A valid watch streams until the client goes: its deadline ends it, as intended.
+STREAM_DEADLINE_S = 0.5
 
 
 def test_admin_raw_bytes(target: Target) -> None:
     """Garbage to every admin method: UNAUTHENTICATED without the token; with it, an answer
-    (never a crash), and malformed bytes INVALID_ARGUMENT."""
-    with grpc.insecure_channel(target.admin_address) as channel:
+    (never a crash)."""
 
-        @FUZZ
-        @given(method=st.sampled_from(ADMIN_METHODS), raw=st.binary(max_size=300),
-               with_token=st.booleans())  # fmt: skip
-        def run(method: str, raw: bytes, with_token: bool) -> None:
-            call = channel.unary_unary(f"/pretrade.v1.Admin/{method}")
-            metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"),) if with_token else ()
-            try:
-                call(raw, timeout=CALL_TIMEOUT_S, metadata=metadata)
-            except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
-                assert code not in BROKEN, (method, code, exc)
-                if not with_token:
-                    assert code == grpc.StatusCode.UNAUTHENTICATED
-            else:
-                assert with_token, f"{method} answered without a credential"
+    @FUZZ
+    @given(method=st.sampled_from(ADMIN_METHODS), raw=st.binary(max_size=300),
+           with_token=st.booleans())  # fmt: skip
+    def run(method: str, raw: bytes, with_token: bool) -> None:
+        metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"),) if with_token else ()
+        streaming = ADMIN_SERVICE.methods_by_name[method].server_streaming
+        outcome = target.call_admin(f"/pretrade.v1.Admin/{method}", raw, metadata, streaming)
+        if isinstance(outcome, aio.AioRpcError):
+            code = outcome.code()
+            if not with_token:
+                assert code == grpc.StatusCode.UNAUTHENTICATED, (method, outcome)
+            elif not (streaming and code == grpc.StatusCode.DEADLINE_EXCEEDED):
+                assert code not in BROKEN, (method, code, outcome)
+        else:
+            assert with_token, f"{method} answered without a credential"
 
-        run()
+    run()

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from grpc import aio
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway._generated.pretrade.v1 import order_entry_pb2_grpc as pb_grpc
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -59,30 +55,3 @@ async def recording_upstream() -> AsyncIterator[tuple[RecordingExchange, str]]:
         yield recorder, f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
-
-
-class BackgroundLoop:
-    """An event loop on its own thread, so that synchronous code (hypothesis) can call
-    servers that run on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Awaitable[T], timeout_s: float = 60.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
-@contextlib.contextmanager
-def background_loop() -> Iterator[BackgroundLoop]:
-    runner = BackgroundLoop()
-    try:
-        yield runner
-    finally:
-        runner.close()

@@ -209,10 +209,10 @@ async def test_engine_checks_the_key_before_anything_else() -> None:
     # Unauthenticated garbage learns nothing about the request's validity.
     assert problem(await engine.screen_bytes(PLACE, b"\xff\xff")) == "missing"
     assert problem(await engine.screen(PLACE, pb.PlaceOrderRequest())) == "missing"
-    assert problem(engine.refuse_undecodable(())) == "missing"
+    assert problem(engine.refuse_undecodable(PLACE, ())) == "missing"
     invalid = await engine.screen_bytes(PLACE, b"\xff\xff", bearer(api_key))
     assert invalid is not None and invalid.reason is Reason.INVALID_REQUEST
-    assert engine.refuse_undecodable(bearer(api_key)).reason is Reason.INVALID_REQUEST
+    assert engine.refuse_undecodable(PLACE, bearer(api_key)).reason is Reason.INVALID_REQUEST
     # Valid for its account; refused for another one, before the symbol is even looked at.
     mismatch = await engine.screen(PLACE, limit_order("bob", "NOPE"), bearer(api_key))
     assert mismatch is not None and mismatch.reason is Reason.ACCOUNT_MISMATCH

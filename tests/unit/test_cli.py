@@ -65,7 +65,7 @@ def test_security_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:
     order = build_parser().parse_args(["order", "cancel", "--account", "a", "--symbol", "S"])
     assert (order.api_key, order.tls_ca, order.client_cert) == ("pk_x.y", "order-ca.pem", None)
     admin = build_parser().parse_args(["admin", "list-keys"])
-    assert (admin.admin_token, admin.tls_ca, admin.client_cert) == (
+    assert (admin.token, admin.tls_ca, admin.client_cert) == (
         "t" * 20,
         "admin-ca.pem",
         "me.pem",

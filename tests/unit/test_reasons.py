@@ -24,6 +24,8 @@ def test_core_status_codes() -> None:
     for reason in (Reason.ACCOUNT_FROZEN, Reason.ACCOUNT_REDUCE_ONLY, Reason.SYMBOL_UNKNOWN,
                    Reason.SYMBOL_HALTED, Reason.SYMBOL_REDUCE_ONLY, Reason.SYMBOL_DELISTED):  # fmt: skip
         assert STATUS_BY_REASON[reason] == grpc.StatusCode.FAILED_PRECONDITION
+    # Never UNAVAILABLE: clients retry that on their own.
+    assert STATUS_BY_REASON[Reason.KILL_SWITCH] == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_status_proto_carries_details() -> None:

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from gateway._generated.pretrade.v1 import errors_pb2 as _errors_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -194,6 +195,62 @@ LIMIT_KIND_MIN_RESTING: LimitKind.ValueType  # 8
 """Cancels and amends of orders younger than this are refused: "500ms"."""
 Global___LimitKind: _TypeAlias = LimitKind  # noqa: Y015
 
+class _KillSwitchScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KillSwitchScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KillSwitchScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KILL_SWITCH_SCOPE_UNSPECIFIED: _KillSwitchScope.ValueType  # 0
+    KILL_SWITCH_SCOPE_VENUE: _KillSwitchScope.ValueType  # 1
+    """Every symbol of the venue; `id` must be empty."""
+    KILL_SWITCH_SCOPE_PRODUCT: _KillSwitchScope.ValueType  # 2
+    """Every symbol of one product (e.g. "perpetual"); `id` is the product."""
+    KILL_SWITCH_SCOPE_ACCOUNT: _KillSwitchScope.ValueType  # 3
+    """One account; `id` is the account id."""
+    KILL_SWITCH_SCOPE_GROUP: _KillSwitchScope.ValueType  # 4
+    """One account group; `id` is the group id. Recorded and synced now; it
+    matches accounts once accounts are linked into groups.
+    """
+
+class KillSwitchScope(_KillSwitchScope, metaclass=_KillSwitchScopeEnumTypeWrapper):
+    """-- kill switch ---------------------------------------------------------------"""
+
+KILL_SWITCH_SCOPE_UNSPECIFIED: KillSwitchScope.ValueType  # 0
+KILL_SWITCH_SCOPE_VENUE: KillSwitchScope.ValueType  # 1
+"""Every symbol of the venue; `id` must be empty."""
+KILL_SWITCH_SCOPE_PRODUCT: KillSwitchScope.ValueType  # 2
+"""Every symbol of one product (e.g. "perpetual"); `id` is the product."""
+KILL_SWITCH_SCOPE_ACCOUNT: KillSwitchScope.ValueType  # 3
+"""One account; `id` is the account id."""
+KILL_SWITCH_SCOPE_GROUP: KillSwitchScope.ValueType  # 4
+"""One account group; `id` is the group id. Recorded and synced now; it
+matches accounts once accounts are linked into groups.
+"""
+Global___KillSwitchScope: _TypeAlias = KillSwitchScope  # noqa: Y015
+
+class _Decision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECISION_UNSPECIFIED: _Decision.ValueType  # 0
+    DECISION_ACCEPT: _Decision.ValueType  # 1
+    DECISION_REFUSE: _Decision.ValueType  # 2
+    DECISION_SHADOW: _Decision.ValueType  # 3
+    """A shadowed rule would have refused; the call went on."""
+
+class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper):
+    """-- audit trail ---------------------------------------------------------------"""
+
+DECISION_UNSPECIFIED: Decision.ValueType  # 0
+DECISION_ACCEPT: Decision.ValueType  # 1
+DECISION_REFUSE: Decision.ValueType  # 2
+DECISION_SHADOW: Decision.ValueType  # 3
+"""A shadowed rule would have refused; the call went on."""
+Global___Decision: _TypeAlias = Decision  # noqa: Y015
+
 class _OrderChannel:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -207,7 +264,9 @@ class _OrderChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderCha
     """A person (an app, a trading screen)."""
 
 class OrderChannel(_OrderChannel, metaclass=_OrderChannelEnumTypeWrapper):
-    """How orders sent with an API key reach the gateway; the program-trading rule
+    """-- API keys ------------------------------------------------------------------
+
+    How orders sent with an API key reach the gateway; the program-trading rule
     uses it.
     """
 
@@ -1305,6 +1364,677 @@ class ListLimitOverridesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListLimitOverridesResponse: _TypeAlias = ListLimitOverridesResponse  # noqa: Y015
+
+@_typing.final
+class KillSwitchState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ENGAGED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    scope: Global___KillSwitchScope.ValueType
+    id: _builtins.str
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def engaged_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the kill switch releases itself."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___KillSwitchScope.ValueType = ...,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        engaged_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engaged_at", b"engaged_at", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "engaged_at", b"engaged_at", "expires_at", b"expires_at", "id", b"id", "reason", b"reason", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillSwitchState: _TypeAlias = KillSwitchState  # noqa: Y015
+
+@_typing.final
+class KillSwitchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    scope: Global___KillSwitchScope.ValueType
+    id: _builtins.str
+    reason: _builtins.str
+    """Why and who (required)."""
+    actor: _builtins.str
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional: release on its own after this long."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___KillSwitchScope.ValueType = ...,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "reason", b"reason", "scope", b"scope", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillSwitchRequest: _TypeAlias = KillSwitchRequest  # noqa: Y015
+
+@_typing.final
+class KillSwitchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KILL_SWITCH_FIELD_NUMBER: _builtins.int
+    WAS_ENGAGED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    was_engaged: _builtins.bool
+    """True when this scope was already halted (the call replaced it)."""
+    note: _builtins.str
+    """Anything ops should know, e.g. that a group matches no account yet."""
+    @_builtins.property
+    def kill_switch(self) -> Global___KillSwitchState: ...
+    def __init__(
+        self,
+        *,
+        kill_switch: Global___KillSwitchState | None = ...,
+        was_engaged: _builtins.bool = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kill_switch", b"kill_switch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kill_switch", b"kill_switch", "note", b"note", "was_engaged", b"was_engaged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillSwitchResponse: _TypeAlias = KillSwitchResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseKillSwitchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    scope: Global___KillSwitchScope.ValueType
+    id: _builtins.str
+    reason: _builtins.str
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        scope: Global___KillSwitchScope.ValueType = ...,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "id", b"id", "reason", b"reason", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseKillSwitchRequest: _TypeAlias = ReleaseKillSwitchRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseKillSwitchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAS_ENGAGED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    was_engaged: _builtins.bool
+    """False when nothing was engaged at that scope (the call changes nothing)."""
+    @_builtins.property
+    def released(self) -> Global___KillSwitchState: ...
+    def __init__(
+        self,
+        *,
+        was_engaged: _builtins.bool = ...,
+        released: Global___KillSwitchState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released", "was_engaged", b"was_engaged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseKillSwitchResponse: _TypeAlias = ReleaseKillSwitchResponse  # noqa: Y015
+
+@_typing.final
+class ListKillSwitchesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKillSwitchesRequest: _TypeAlias = ListKillSwitchesRequest  # noqa: Y015
+
+@_typing.final
+class ListKillSwitchesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KILL_SWITCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def kill_switches(self) -> _containers.RepeatedCompositeFieldContainer[Global___KillSwitchState]:
+        """As this gateway enforces them now."""
+
+    def __init__(
+        self,
+        *,
+        kill_switches: _abc.Iterable[Global___KillSwitchState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kill_switches", b"kill_switches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKillSwitchesResponse: _TypeAlias = ListKillSwitchesResponse  # noqa: Y015
+
+@_typing.final
+class ShadowRule(_message.Message):
+    """-- shadow mode ---------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    """A refusal reason name (e.g. "ACCOUNT_FROZEN"), or "*" for every rule."""
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        rule: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "expires_at", b"expires_at", "reason", b"reason", "rule", b"rule", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowRule: _TypeAlias = ShadowRule  # noqa: Y015
+
+@_typing.final
+class SetShadowRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    """A refusal reason name, or "*" for every shadowable rule."""
+    enabled: _builtins.bool
+    """True: the rule records but does not refuse; false: it refuses again."""
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional (with enabled): the rule goes back to refusing after this long."""
+
+    def __init__(
+        self,
+        *,
+        rule: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "enabled", b"enabled", "reason", b"reason", "rule", b"rule", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetShadowRequest: _TypeAlias = SetShadowRequest  # noqa: Y015
+
+@_typing.final
+class SetShadowResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    WAS_ENABLED_FIELD_NUMBER: _builtins.int
+    was_enabled: _builtins.bool
+    @_builtins.property
+    def rule(self) -> Global___ShadowRule:
+        """Set when enabled."""
+
+    def __init__(
+        self,
+        *,
+        rule: Global___ShadowRule | None = ...,
+        was_enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "was_enabled", b"was_enabled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetShadowResponse: _TypeAlias = SetShadowResponse  # noqa: Y015
+
+@_typing.final
+class ListShadowRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShadowRulesRequest: _TypeAlias = ListShadowRulesRequest  # noqa: Y015
+
+@_typing.final
+class ListShadowRulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    SHADOWABLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShadowRule]: ...
+    @_builtins.property
+    def shadowable(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Rule names that may be shadowed (INVALID_REQUEST and KILL_SWITCH never are)."""
+
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___ShadowRule] | None = ...,
+        shadowable: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules", "shadowable", b"shadowable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShadowRulesResponse: _TypeAlias = ListShadowRulesResponse  # noqa: Y015
+
+@_typing.final
+class DecisionRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    SHADOWED_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    LOCAL_US_FIELD_NUMBER: _builtins.int
+    REDIS_US_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stream entry id; resume a watch after it with WatchDecisionsRequest.after_id."""
+    instance: _builtins.str
+    """Which gateway decided."""
+    request_id: _builtins.str
+    """Also sent to the client in the `x-request-id` trailing metadata."""
+    method: _builtins.str
+    """"PlaceOrder", "CancelOrder" or "AmendOrder"."""
+    account_id: _builtins.str
+    group_id: _builtins.str
+    """Empty until accounts are linked into groups."""
+    symbol: _builtins.str
+    decision: Global___Decision.ValueType
+    reason: _errors_pb2.Reason.ValueType
+    """The refusing (or, for SHADOW, the first shadowed) reason."""
+    message: _builtins.str
+    limit: _builtins.str
+    """The limit that decided, as in ErrorInfo.metadata["limit"]."""
+    policy_version: _builtins.str
+    """Hash of the policy files in force."""
+    stage: _builtins.str
+    """"validation", "auth" (the API key check), "local" or "redis": the last
+    stage that ran.
+    """
+    local_us: _builtins.int
+    """Decision latency: the local part and the Redis call, in microseconds."""
+    redis_us: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway decided."""
+
+    @_builtins.property
+    def detail(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """ErrorInfo.metadata of the refusal."""
+
+    @_builtins.property
+    def shadowed(self) -> _containers.RepeatedScalarFieldContainer[_errors_pb2.Reason.ValueType]:
+        """Every shadowed reason that would have refused this call."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        instance: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        group_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        decision: Global___Decision.ValueType = ...,
+        reason: _errors_pb2.Reason.ValueType = ...,
+        message: _builtins.str = ...,
+        limit: _builtins.str = ...,
+        detail: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        policy_version: _builtins.str = ...,
+        shadowed: _abc.Iterable[_errors_pb2.Reason.ValueType] | None = ...,
+        stage: _builtins.str = ...,
+        local_us: _builtins.int = ...,
+        redis_us: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "decision", b"decision", "detail", b"detail", "group_id", b"group_id", "id", b"id", "instance", b"instance", "limit", b"limit", "local_us", b"local_us", "message", b"message", "method", b"method", "policy_version", b"policy_version", "reason", b"reason", "redis_us", b"redis_us", "request_id", b"request_id", "shadowed", b"shadowed", "stage", b"stage", "symbol", b"symbol", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionRecord: _TypeAlias = DecisionRecord  # noqa: Y015
+
+@_typing.final
+class ListDecisionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Filters (all optional, combined with AND)."""
+    group_id: _builtins.str
+    symbol: _builtins.str
+    reason: _errors_pb2.Reason.ValueType
+    decision: Global___Decision.ValueType
+    page_size: _builtins.int
+    """Default 100, at most 1000."""
+    page_token: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Time range [since, until), by the time the record was written."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        group_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        reason: _errors_pb2.Reason.ValueType = ...,
+        decision: Global___Decision.ValueType = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "decision", b"decision", "group_id", b"group_id", "page_size", b"page_size", "page_token", b"page_token", "reason", b"reason", "since", b"since", "symbol", b"symbol", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDecisionsRequest: _TypeAlias = ListDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListDecisionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when the range is exhausted. A page may hold fewer than page_size
+    records (each call scans a bounded part of the stream): go on while this
+    is set.
+    """
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionRecord]: ...
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[Global___DecisionRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDecisionsResponse: _TypeAlias = ListDecisionsResponse  # noqa: Y015
+
+@_typing.final
+class WatchDecisionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    AFTER_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    group_id: _builtins.str
+    symbol: _builtins.str
+    reason: _errors_pb2.Reason.ValueType
+    decision: Global___Decision.ValueType
+    after_id: _builtins.str
+    """Start after this record id; empty: only records written from now on."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        group_id: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        reason: _errors_pb2.Reason.ValueType = ...,
+        decision: Global___Decision.ValueType = ...,
+        after_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "after_id", b"after_id", "decision", b"decision", "group_id", b"group_id", "reason", b"reason", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchDecisionsRequest: _TypeAlias = WatchDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class AdminAction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    OLD_VALUE_FIELD_NUMBER: _builtins.int
+    NEW_VALUE_FIELD_NUMBER: _builtins.int
+    TTL_MS_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    instance: _builtins.str
+    request_id: _builtins.str
+    action: _builtins.str
+    """e.g. "set_account_state", "kill_switch", "set_shadow"."""
+    actor: _builtins.str
+    reason: _builtins.str
+    target: _builtins.str
+    old_value: _builtins.str
+    new_value: _builtins.str
+    ttl_ms: _builtins.int
+    """Set when the change lapses on its own."""
+    principal: _builtins.str
+    """Who the gateway verified: "token:<name>" (an admin token) or "cert:<common
+    name>" (a client certificate with the admin role); empty with --auth off.
+    `actor` is what the request states.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        instance: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        target: _builtins.str = ...,
+        old_value: _builtins.str = ...,
+        new_value: _builtins.str = ...,
+        ttl_ms: _builtins.int = ...,
+        principal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "id", b"id", "instance", b"instance", "new_value", b"new_value", "old_value", b"old_value", "principal", b"principal", "reason", b"reason", "request_id", b"request_id", "target", b"target", "time", b"time", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdminAction: _TypeAlias = AdminAction  # noqa: Y015
+
+@_typing.final
+class ListAdminActionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    action: _builtins.str
+    target: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+        target: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "target", b"target", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAdminActionsRequest: _TypeAlias = ListAdminActionsRequest  # noqa: Y015
+
+@_typing.final
+class ListAdminActionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdminAction]: ...
+    def __init__(
+        self,
+        *,
+        actions: _abc.Iterable[Global___AdminAction] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAdminActionsResponse: _TypeAlias = ListAdminActionsResponse  # noqa: Y015
 
 @_typing.final
 class ApiKey(_message.Message):

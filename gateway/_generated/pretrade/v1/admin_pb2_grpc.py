@@ -98,6 +98,46 @@ class AdminStub:
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesRequest.SerializeToString,
                 response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesResponse.FromString,
                 _registered_method=True)
+        self.KillSwitch = channel.unary_unary(
+                '/pretrade.v1.Admin/KillSwitch',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.KillSwitchRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.KillSwitchResponse.FromString,
+                _registered_method=True)
+        self.ReleaseKillSwitch = channel.unary_unary(
+                '/pretrade.v1.Admin/ReleaseKillSwitch',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ReleaseKillSwitchRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ReleaseKillSwitchResponse.FromString,
+                _registered_method=True)
+        self.ListKillSwitches = channel.unary_unary(
+                '/pretrade.v1.Admin/ListKillSwitches',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListKillSwitchesRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListKillSwitchesResponse.FromString,
+                _registered_method=True)
+        self.SetShadow = channel.unary_unary(
+                '/pretrade.v1.Admin/SetShadow',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.SetShadowRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.SetShadowResponse.FromString,
+                _registered_method=True)
+        self.ListShadowRules = channel.unary_unary(
+                '/pretrade.v1.Admin/ListShadowRules',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListShadowRulesRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListShadowRulesResponse.FromString,
+                _registered_method=True)
+        self.ListDecisions = channel.unary_unary(
+                '/pretrade.v1.Admin/ListDecisions',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
+        self.WatchDecisions = channel.unary_stream(
+                '/pretrade.v1.Admin/WatchDecisions',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.WatchDecisionsRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.DecisionRecord.FromString,
+                _registered_method=True)
+        self.ListAdminActions = channel.unary_unary(
+                '/pretrade.v1.Admin/ListAdminActions',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsResponse.FromString,
+                _registered_method=True)
         self.IssueApiKey = channel.unary_unary(
                 '/pretrade.v1.Admin/IssueApiKey',
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.IssueApiKeyRequest.SerializeToString,
@@ -203,6 +243,61 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KillSwitch(self, request, context):
+        """Kill switch: halt every new order and amend (cancels pass) for the whole
+        venue, a product, an account or a group, on every gateway, in one call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseKillSwitch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKillSwitches(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetShadow(self, request, context):
+        """Shadow mode: a shadowed rule is evaluated and recorded but refuses nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListShadowRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDecisions(self, request, context):
+        """The audit trail: every refusal, shadowed refusal and (as configured)
+        acceptance, from every gateway on the same Redis; newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDecisions(self, request, context):
+        """Decisions as they are recorded, until the client cancels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdminActions(self, request, context):
+        """Every admin change: who, what, old and new value, why; newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IssueApiKey(self, request, context):
         """API keys for order entry, each bound to accounts and a channel. The key is
         returned once, by IssueApiKey; the gateway stores only a hash of it.
@@ -286,6 +381,46 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListLimitOverrides,
                     request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesRequest.FromString,
                     response_serializer=pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesResponse.SerializeToString,
+            ),
+            'KillSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillSwitch,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.KillSwitchRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.KillSwitchResponse.SerializeToString,
+            ),
+            'ReleaseKillSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseKillSwitch,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ReleaseKillSwitchRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ReleaseKillSwitchResponse.SerializeToString,
+            ),
+            'ListKillSwitches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKillSwitches,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListKillSwitchesRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListKillSwitchesResponse.SerializeToString,
+            ),
+            'SetShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetShadow,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.SetShadowRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.SetShadowResponse.SerializeToString,
+            ),
+            'ListShadowRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShadowRules,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListShadowRulesRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListShadowRulesResponse.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListDecisionsResponse.SerializeToString,
+            ),
+            'WatchDecisions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDecisions,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.WatchDecisionsRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.DecisionRecord.SerializeToString,
+            ),
+            'ListAdminActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminActions,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsResponse.SerializeToString,
             ),
             'IssueApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueApiKey,
@@ -631,6 +766,222 @@ class Admin:
             '/pretrade.v1.Admin/ListLimitOverrides',
             pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesRequest.SerializeToString,
             pretrade_dot_v1_dot_admin__pb2.ListLimitOverridesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/KillSwitch',
+            pretrade_dot_v1_dot_admin__pb2.KillSwitchRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.KillSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseKillSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ReleaseKillSwitch',
+            pretrade_dot_v1_dot_admin__pb2.ReleaseKillSwitchRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ReleaseKillSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKillSwitches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListKillSwitches',
+            pretrade_dot_v1_dot_admin__pb2.ListKillSwitchesRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListKillSwitchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/SetShadow',
+            pretrade_dot_v1_dot_admin__pb2.SetShadowRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.SetShadowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShadowRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListShadowRules',
+            pretrade_dot_v1_dot_admin__pb2.ListShadowRulesRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListShadowRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListDecisions',
+            pretrade_dot_v1_dot_admin__pb2.ListDecisionsRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pretrade.v1.Admin/WatchDecisions',
+            pretrade_dot_v1_dot_admin__pb2.WatchDecisionsRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.DecisionRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListAdminActions',
+            pretrade_dot_v1_dot_admin__pb2.ListAdminActionsRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListAdminActionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

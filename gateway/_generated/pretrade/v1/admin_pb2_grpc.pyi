@@ -62,6 +62,23 @@ class AdminStub:
     from, and (optionally) how much of each is used now.
     """
     ListLimitOverrides: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListLimitOverridesRequest, _admin_pb2.ListLimitOverridesResponse]
+    KillSwitch: _grpc.UnaryUnaryMultiCallable[_admin_pb2.KillSwitchRequest, _admin_pb2.KillSwitchResponse]
+    """Kill switch: halt every new order and amend (cancels pass) for the whole
+    venue, a product, an account or a group, on every gateway, in one call.
+    """
+    ReleaseKillSwitch: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReleaseKillSwitchRequest, _admin_pb2.ReleaseKillSwitchResponse]
+    ListKillSwitches: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListKillSwitchesRequest, _admin_pb2.ListKillSwitchesResponse]
+    SetShadow: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetShadowRequest, _admin_pb2.SetShadowResponse]
+    """Shadow mode: a shadowed rule is evaluated and recorded but refuses nothing."""
+    ListShadowRules: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListShadowRulesRequest, _admin_pb2.ListShadowRulesResponse]
+    ListDecisions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDecisionsRequest, _admin_pb2.ListDecisionsResponse]
+    """The audit trail: every refusal, shadowed refusal and (as configured)
+    acceptance, from every gateway on the same Redis; newest first.
+    """
+    WatchDecisions: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchDecisionsRequest, _admin_pb2.DecisionRecord]
+    """Decisions as they are recorded, until the client cancels."""
+    ListAdminActions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAdminActionsRequest, _admin_pb2.ListAdminActionsResponse]
+    """Every admin change: who, what, old and new value, why; newest first."""
     IssueApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueApiKeyRequest, _admin_pb2.IssueApiKeyResponse]
     """API keys for order entry, each bound to accounts and a channel. The key is
     returned once, by IssueApiKey; the gateway stores only a hash of it.
@@ -104,6 +121,23 @@ class AdminAsyncStub(AdminStub):
     from, and (optionally) how much of each is used now.
     """
     ListLimitOverrides: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListLimitOverridesRequest, _admin_pb2.ListLimitOverridesResponse]  # type: ignore[assignment]
+    KillSwitch: _aio.UnaryUnaryMultiCallable[_admin_pb2.KillSwitchRequest, _admin_pb2.KillSwitchResponse]  # type: ignore[assignment]
+    """Kill switch: halt every new order and amend (cancels pass) for the whole
+    venue, a product, an account or a group, on every gateway, in one call.
+    """
+    ReleaseKillSwitch: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReleaseKillSwitchRequest, _admin_pb2.ReleaseKillSwitchResponse]  # type: ignore[assignment]
+    ListKillSwitches: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListKillSwitchesRequest, _admin_pb2.ListKillSwitchesResponse]  # type: ignore[assignment]
+    SetShadow: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetShadowRequest, _admin_pb2.SetShadowResponse]  # type: ignore[assignment]
+    """Shadow mode: a shadowed rule is evaluated and recorded but refuses nothing."""
+    ListShadowRules: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListShadowRulesRequest, _admin_pb2.ListShadowRulesResponse]  # type: ignore[assignment]
+    ListDecisions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDecisionsRequest, _admin_pb2.ListDecisionsResponse]  # type: ignore[assignment]
+    """The audit trail: every refusal, shadowed refusal and (as configured)
+    acceptance, from every gateway on the same Redis; newest first.
+    """
+    WatchDecisions: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchDecisionsRequest, _admin_pb2.DecisionRecord]  # type: ignore[assignment]
+    """Decisions as they are recorded, until the client cancels."""
+    ListAdminActions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAdminActionsRequest, _admin_pb2.ListAdminActionsResponse]  # type: ignore[assignment]
+    """Every admin change: who, what, old and new value, why; newest first."""
     IssueApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueApiKeyRequest, _admin_pb2.IssueApiKeyResponse]  # type: ignore[assignment]
     """API keys for order entry, each bound to accounts and a channel. The key is
     returned once, by IssueApiKey; the gateway stores only a hash of it.
@@ -215,6 +249,71 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListLimitOverridesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListLimitOverridesResponse, _abc.Awaitable[_admin_pb2.ListLimitOverridesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def KillSwitch(
+        self,
+        request: _admin_pb2.KillSwitchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.KillSwitchResponse, _abc.Awaitable[_admin_pb2.KillSwitchResponse]]:
+        """Kill switch: halt every new order and amend (cancels pass) for the whole
+        venue, a product, an account or a group, on every gateway, in one call.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseKillSwitch(
+        self,
+        request: _admin_pb2.ReleaseKillSwitchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReleaseKillSwitchResponse, _abc.Awaitable[_admin_pb2.ReleaseKillSwitchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListKillSwitches(
+        self,
+        request: _admin_pb2.ListKillSwitchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListKillSwitchesResponse, _abc.Awaitable[_admin_pb2.ListKillSwitchesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetShadow(
+        self,
+        request: _admin_pb2.SetShadowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetShadowResponse, _abc.Awaitable[_admin_pb2.SetShadowResponse]]:
+        """Shadow mode: a shadowed rule is evaluated and recorded but refuses nothing."""
+
+    @_abc_1.abstractmethod
+    def ListShadowRules(
+        self,
+        request: _admin_pb2.ListShadowRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListShadowRulesResponse, _abc.Awaitable[_admin_pb2.ListShadowRulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDecisions(
+        self,
+        request: _admin_pb2.ListDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListDecisionsResponse, _abc.Awaitable[_admin_pb2.ListDecisionsResponse]]:
+        """The audit trail: every refusal, shadowed refusal and (as configured)
+        acceptance, from every gateway on the same Redis; newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchDecisions(
+        self,
+        request: _admin_pb2.WatchDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.DecisionRecord], _abc.AsyncIterator[_admin_pb2.DecisionRecord]]:
+        """Decisions as they are recorded, until the client cancels."""
+
+    @_abc_1.abstractmethod
+    def ListAdminActions(
+        self,
+        request: _admin_pb2.ListAdminActionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAdminActionsResponse, _abc.Awaitable[_admin_pb2.ListAdminActionsResponse]]:
+        """Every admin change: who, what, old and new value, why; newest first."""
 
     @_abc_1.abstractmethod
     def IssueApiKey(

@@ -75,12 +75,17 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The counter store (Redis) did not answer; new orders and amends are
     refused (UNAVAILABLE), cancels are let through.
     """
-    REASON_UNAUTHENTICATED: _Reason.ValueType  # 40
-    """Authentication and authorisation (40-49).
+    REASON_KILL_SWITCH: _Reason.ValueType  # 40
+    """Operations (40-49).
+    A kill switch halts new orders and amends at the venue, the product, the
+    account or its group; cancels pass.
+    """
+    REASON_UNAUTHENTICATED: _Reason.ValueType  # 50
+    """Authentication and authorisation (50-59).
     No API key, a malformed one, or one that is unknown, revoked or expired
     (UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
     """
-    REASON_ACCOUNT_MISMATCH: _Reason.ValueType  # 41
+    REASON_ACCOUNT_MISMATCH: _Reason.ValueType  # 51
     """The API key is valid but not bound to the order's account
     (PERMISSION_DENIED).
     """
@@ -148,12 +153,17 @@ REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 36
 """The counter store (Redis) did not answer; new orders and amends are
 refused (UNAVAILABLE), cancels are let through.
 """
-REASON_UNAUTHENTICATED: Reason.ValueType  # 40
-"""Authentication and authorisation (40-49).
+REASON_KILL_SWITCH: Reason.ValueType  # 40
+"""Operations (40-49).
+A kill switch halts new orders and amends at the venue, the product, the
+account or its group; cancels pass.
+"""
+REASON_UNAUTHENTICATED: Reason.ValueType  # 50
+"""Authentication and authorisation (50-59).
 No API key, a malformed one, or one that is unknown, revoked or expired
 (UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
 """
-REASON_ACCOUNT_MISMATCH: Reason.ValueType  # 41
+REASON_ACCOUNT_MISMATCH: Reason.ValueType  # 51
 """The API key is valid but not bound to the order's account
 (PERMISSION_DENIED).
 """

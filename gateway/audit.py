@@ -1,0 +1,362 @@
+"""The audit trail: every decision and admin change, in bounded Redis Streams.
+
+Decisions are written off the hot path: the engine's report only appends a
+tuple to a bounded queue, and a background task sends batches of ``XADD``
+(trimmed ``MAXLEN ~`` and/or ``MINID ~``) in one pipeline. Admin changes are
+written at once, inside the admin call. Whatever cannot be written (queue at
+its bound, Redis failing) is counted in ``pretrade_audit_dropped`` and logged;
+orders are never held up by the audit trail.
+
+Streams are shared by every gateway on the same Redis, so a list or a watch
+shows the whole venue. Entry ids are Redis server times, which is what the
+time filters use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.decisions import Decision, Outcome
+from gateway.metrics import Metrics
+from gateway.snapshot import Snapshot, now_ms
+from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
+
+log = structlog.get_logger("gateway.audit")
+
+_LOST_LOG_EVERY_S = 5.0
+_RETRIES = 3
+STREAM_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    #: Accepted orders: 1 records every one, N one in N, 0 none. Refusals are always recorded.
+    accept_every: int = 1
+    #: Approximate bound on the decision stream's length (0: no length bound).
+    max_len: int = 1_000_000
+    #: Approximate bound on the age of decision records, in ms (0: no age bound).
+    max_age_ms: int = 0
+    #: Approximate bound on the admin-action stream's length.
+    admin_max_len: int = 100_000
+    #: Decisions waiting to be written, at most; beyond it they are dropped and counted.
+    queue_limit: int = 100_000
+    flush_interval_s: float = 0.05
+    batch_size: int = 500
+
+
+class AuditWriter:
+    """A :class:`~gateway.decisions.DecisionSink` that writes to the decision stream."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        snapshot: Snapshot,
+        metrics: Metrics,
+        instance: str,
+        policy_version: str,
+        config: AuditConfig,
+    ) -> None:
+        self._redis = redis
+        self._snapshot = snapshot
+        self._metrics = metrics
+        self.instance = instance
+        self.policy_version = policy_version
+        self.config = config
+        self._queue: deque[tuple[Decision, str]] = deque()
+        self._pending: list[tuple[Decision, str]] = []
+        self._failures = 0
+        self._accepts_seen = 0
+        self._task: asyncio.Task[None] | None = None
+        self._lost_unlogged: dict[str, int] = {}
+        self._lost_logged_at = 0.0
+        #: Records lost since start (any cause).
+        self.lost = 0
+        metrics.audit_backlog.set_function(lambda: len(self._queue) + len(self._pending))
+
+    # -- DecisionSink (hot path) -------------------------------------------------
+
+    def decision(self, decision: Decision) -> None:
+        if decision.outcome is Outcome.ACCEPT:
+            every = self.config.accept_every
+            if every != 1:
+                if every <= 0:
+                    return
+                self._accepts_seen += 1
+                if self._accepts_seen < every:
+                    return
+                self._accepts_seen = 0
+        if len(self._queue) >= self.config.queue_limit:
+            self._lose(1, "queue_full")
+            return
+        self._queue.append((decision, self.policy_version))
+
+    def upstream(self, method: str, seconds: float, code: str | None) -> None:
+        return None
+
+    # -- background ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def stop(self) -> None:
+        """Stop the task, then try once more to write what is left; count the rest as lost."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._failures = _RETRIES  # one last attempt each, no retries
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), timeout=2.0)
+        left = len(self._queue) + len(self._pending)
+        if left:
+            self._queue.clear()
+            self._pending = []
+            self._lose(left, "write_failed")
+        self._log_lost(force=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            backoff = min(2.0, self.config.flush_interval_s * (2**self._failures))
+            await asyncio.sleep(backoff)
+            await self.flush()
+            if self._lost_unlogged and loop.time() - self._lost_logged_at >= _LOST_LOG_EVERY_S:
+                self._log_lost()
+
+    async def flush(self) -> None:
+        """Write everything queued now, batch by batch; on failure keep the batch for a retry."""
+        while self._pending or self._queue:
+            if not self._pending:
+                count = min(len(self._queue), self.config.batch_size)
+                self._pending = [self._queue.popleft() for _ in range(count)]
+            try:
+                await self._write(self._pending)
+            except (RedisError, OSError) as exc:
+                self._metrics.redis_errors.labels("audit").inc()
+                self._failures += 1
+                if self._failures == 1:
+                    log.warning("audit.write_failed", error=str(exc), batch=len(self._pending))
+                if self._failures > _RETRIES:
+                    lost, self._pending = len(self._pending), []
+                    self._lose(lost, "write_failed")
+                return
+            if self._failures:
+                log.info("audit.write_recovered", after_failures=self._failures)
+            self._failures = 0
+            self._metrics.audit_written.labels("decisions").inc(len(self._pending))
+            self._pending = []
+
+    async def _write(self, batch: list[tuple[Decision, str]]) -> None:
+        config = self.config
+        started = asyncio.get_running_loop().time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for decision, policy_version in batch:
+                fields = self._fields(decision, policy_version)
+                if config.max_len:
+                    pipe.xadd(DECISIONS_STREAM, fields, maxlen=config.max_len, approximate=True)  # type: ignore[arg-type]
+                else:
+                    pipe.xadd(DECISIONS_STREAM, fields)  # type: ignore[arg-type]
+            if config.max_age_ms:
+                pipe.execute_command(
+                    "XTRIM", DECISIONS_STREAM, "MINID", "~", f"{self._cutoff_ms()}"
+                )
+            await pipe.execute()
+        self._metrics.redis_seconds.labels("audit").observe(
+            asyncio.get_running_loop().time() - started
+        )
+
+    def _cutoff_ms(self) -> int:
+        return max(0, now_ms() - self.config.max_age_ms)
+
+    def _fields(self, d: Decision, policy_version: str) -> dict[str, str | int]:
+        fields: dict[str, str | int] = {
+            "ts": d.at_ms,
+            "in": self.instance,
+            "rid": d.request_id,
+            "m": d.method,
+            "a": d.account_id,
+            "s": d.symbol,
+            "d": d.outcome.value,
+            "st": d.stage.value,
+            "lu": d.local_ns // 1000,
+            "ru": d.redis_ns // 1000,
+            "pv": policy_version,
+        }
+        group = self._snapshot.account_group(d.account_id) if d.account_id else ""
+        if group:
+            fields["g"] = group
+        denial = d.denial
+        if denial is not None:
+            fields["r"] = denial.reason.value
+            fields["msg"] = denial.message
+            fields["l"] = denial.metadata.get("limit", "")
+            fields["md"] = json.dumps(dict(denial.metadata), separators=(",", ":"))
+        if d.shadowed:
+            fields["sh"] = ",".join(s.reason.value for s in d.shadowed)
+        return fields
+
+    # -- loss accounting -------------------------------------------------------------
+
+    def _lose(self, count: int, cause: str) -> None:
+        self.lost += count
+        self._metrics.audit_dropped.labels(cause).inc(count)
+        self._lost_unlogged[cause] = self._lost_unlogged.get(cause, 0) + count
+        if self._lost_logged_at == 0.0:
+            self._log_lost()  # the first loss is logged at once
+
+    def _log_lost(self, force: bool = False) -> None:
+        if not self._lost_unlogged:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._lost_logged_at = asyncio.get_running_loop().time()
+        log.error(
+            "audit.records_lost",
+            lost=dict(self._lost_unlogged),
+            lost_total=self.lost,
+            stream=DECISIONS_STREAM,
+            final=force or None,
+        )
+        self._lost_unlogged = {}
+
+
+# -- admin actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdminActionRecord:
+    action: str
+    actor: str
+    reason: str
+    target: str
+    old: str
+    new: str
+    ttl_ms: int
+    request_id: str
+    #: The verified credential (``token:<name>``, ``cert:<common name>``); "" with auth off.
+    principal: str = ""
+
+
+async def write_admin_action(
+    redis: Redis, record: AdminActionRecord, instance: str, max_len: int, at_ms: int
+) -> None:
+    fields: dict[str, str | int] = {
+        "ts": at_ms,
+        "in": instance,
+        "rid": record.request_id,
+        "act": record.action,
+        "actor": record.actor,
+        "why": record.reason,
+        "tgt": record.target,
+        "old": record.old,
+        "new": record.new,
+        "ttl": record.ttl_ms,
+        "who": record.principal,
+    }
+    await redis.xadd(ADMIN_STREAM, fields, maxlen=max_len or None, approximate=True)  # type: ignore[arg-type]
+
+
+# -- reading ------------------------------------------------------------------------
+
+Entry = tuple[str, dict[str, str]]
+Match = Callable[[Mapping[str, str]], bool]
+
+#: Entries examined per list call at most; a longer search continues with the page token.
+SCAN_BUDGET = 20_000
+_CHUNK = 500
+
+
+async def list_entries(
+    redis: Redis,
+    stream: str,
+    match: Match,
+    page_size: int,
+    page_token: str,
+    since_ms: int | None,
+    until_ms: int | None,
+) -> tuple[list[Entry], str]:
+    """Newest first; returns the matching entries and the token of the next page ("" at the end)."""
+    high = f"({page_token}" if page_token else (str(until_ms - 1) if until_ms else "+")
+    low = str(since_ms) if since_ms else "-"
+    if until_ms is not None and until_ms <= 0:
+        return [], ""
+    found: list[Entry] = []
+    scanned = 0
+    last_id = ""
+    while scanned < SCAN_BUDGET:
+        count = min(_CHUNK, SCAN_BUDGET - scanned)
+        chunk: Any = await redis.xrevrange(stream, max=high, min=low, count=count)
+        for raw_id, raw_fields in chunk:
+            scanned += 1
+            last_id = _text(raw_id)
+            fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+            if match(fields):
+                found.append((last_id, fields))
+                if len(found) >= page_size:
+                    return found, last_id
+        if len(chunk) < count:
+            return found, ""
+        high = f"({last_id}"
+    return found, last_id
+
+
+async def newest_id(redis: Redis, stream: str) -> str:
+    """The id of the newest entry ("0-0" for an empty stream): where a watch "from now" starts."""
+    newest: Any = await redis.xrevrange(stream, max="+", min="-", count=1)
+    return _text(newest[0][0]) if newest else "0-0"
+
+
+async def watch_entries(
+    redis: Redis, stream: str, match: Match, after_id: str, block_ms: int = 1000
+) -> AsyncIterator[Entry]:
+    """Entries written after ``after_id``, until cancelled."""
+    last = after_id
+    while True:
+        reply: Any = await redis.xread({stream: last}, count=200, block=block_ms)
+        for _stream, entries in reply or ():
+            for raw_id, raw_fields in entries:
+                last = _text(raw_id)
+                fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+                if match(fields):
+                    yield last, fields
+
+
+def decision_matcher(
+    account_id: str = "", group_id: str = "", symbol: str = "", reason: str = "", decision: str = ""
+) -> Match:
+    wanted = [(k, v) for k, v in (("a", account_id), ("g", group_id), ("s", symbol),
+                                  ("d", decision)) if v]  # fmt: skip
+
+    def match(fields: Mapping[str, str]) -> bool:
+        for key, value in wanted:
+            if fields.get(key, "") != value:
+                return False
+        if reason and fields.get("r") != reason:
+            return reason in fields.get("sh", "").split(",")
+        return True
+
+    return match
+
+
+def action_matcher(actor: str = "", action: str = "", target: str = "") -> Match:
+    wanted = [(k, v) for k, v in (("actor", actor), ("act", action), ("tgt", target)) if v]
+
+    def match(fields: Mapping[str, str]) -> bool:
+        return all(fields.get(key, "") == value for key, value in wanted)
+
+    return match
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
