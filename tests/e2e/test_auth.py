@@ -353,3 +353,25 @@ async def test_key_refusals_are_in_the_audit_trail(secured: Secured) -> None:
     mismatch = records[ids["ACCOUNT_MISMATCH"]]
     assert (mismatch.account_id, mismatch.detail["key_id"]) == ("alice", bob.key.key_id)
     assert bob.api_key.split(".")[1] not in str(reply)
+
+
+async def test_key_checks_cannot_be_shadowed(secured: Secured) -> None:
+    for rule in ("UNAUTHENTICATED", "ACCOUNT_MISMATCH"):
+        r = await refused(
+            secured.admin.SetShadow(
+                apb.SetShadowRequest(rule=rule, enabled=True, reason="r", actor="a"), timeout=5
+            )
+        )
+        assert r.code == grpc.StatusCode.INVALID_ARGUMENT, rule
+    await secured.admin.SetShadow(
+        apb.SetShadowRequest(rule="*", enabled=True, reason="dry run", actor="a"), timeout=5
+    )
+    bob = await secured.issue("bob")
+    before = secured.exchange.engine.sequence
+    assert_unauthenticated(await refused(secured.orders(None).PlaceOrder(limit_order())), "missing")
+    assert_mismatch(
+        await refused(secured.orders(bob.api_key).PlaceOrder(limit_order("alice"))),
+        bob.key.key_id,
+        "alice",
+    )
+    assert secured.exchange.engine.sequence == before
