@@ -21,6 +21,7 @@ from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway._generated.pretrade.v1 import admin_pb2_grpc
+from gateway.admin_keys import ApiKeyAdmin
 from gateway.admin_ops import OpsAdmin
 from gateway.admin_sanity import (
     fill_account,
@@ -61,7 +62,9 @@ MAX_PAGE = 1000
 Context = aio.ServicerContext[Any, Any]
 
 
-class AdminService(LimitAdmin, OpsAdmin, GroupAdmin, SuspectAdmin, admin_pb2_grpc.AdminServicer):
+class AdminService(
+    LimitAdmin, OpsAdmin, GroupAdmin, SuspectAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer
+):
     def __init__(self, keeper: Gatekeeper) -> None:
         self._keeper = keeper
 

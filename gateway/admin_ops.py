@@ -447,6 +447,7 @@ def admin_action(entry: Entry) -> apb.AdminAction:
         old_value=f.get("old", ""),
         new_value=f.get("new", ""),
         ttl_ms=_int(f.get("ttl")),
+        principal=f.get("who", ""),
     )
 
 

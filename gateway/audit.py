@@ -244,6 +244,8 @@ class AdminActionRecord:
     new: str
     ttl_ms: int
     request_id: str
+    #: The verified credential (``token:<name>``, ``cert:<common name>``); "" with auth off.
+    principal: str = ""
 
 
 async def write_admin_action(
@@ -260,6 +262,7 @@ async def write_admin_action(
         "old": record.old,
         "new": record.new,
         "ttl": record.ttl_ms,
+        "who": record.principal,
     }
     await redis.xadd(ADMIN_STREAM, fields, maxlen=max_len or None, approximate=True)  # type: ignore[arg-type]
 

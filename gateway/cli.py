@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.reliability.options import add_reliability_options
 
     add_reliability_options(serve)
+    _security_options(serve)
 
     exchange = commands.add_parser(
         "exchange",
@@ -105,6 +106,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _security_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--auth", choices=["on", "off"], default=_env("AUTH", "on"),
+        help="on: order entry needs an API key, admin an admin credential; off: neither "
+        "(local development only) (env PRETRADE_AUTH; default: on)",
+    )  # fmt: skip
+    _opt(
+        serve,
+        "--admin-token",
+        "ADMIN_TOKEN",
+        None,
+        "admin token (prefer the env var: flags show in ps); the token file is then not read",
+    )
+    _opt(
+        serve,
+        "--admin-token-file",
+        "ADMIN_TOKEN_FILE",
+        str(default_state_dir() / "admin-token"),
+        "admin tokens, one per line (TOKEN or NAME TOKEN); created with a random token "
+        "when missing and no admin client CA is given",
+    )
+    for port, flag, env in (("order-entry", "--tls", "TLS"), ("admin", "--admin-tls", "ADMIN_TLS")):
+        _opt(serve, f"{flag}-cert", f"{env}_CERT", None, f"{port} port TLS certificate chain (PEM)")
+        _opt(serve, f"{flag}-key", f"{env}_KEY", None, f"{port} port TLS private key (PEM)")
+        _opt(
+            serve,
+            f"{flag}-client-ca",
+            f"{env}_CLIENT_CA",
+            None,
+            f"{port} port: require client certificates signed by this CA (mutual TLS)",
+        )
+
+
+def _path(value: str | None) -> pathlib.Path | None:
+    return pathlib.Path(value) if value else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = (
@@ -123,11 +161,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.admin_auth import AdminAuthError
     from gateway.embedded_redis import RedisNotFoundError
     from gateway.policy import PolicyError
     from gateway.reliability.options import reliability_settings
     from gateway.server import serve
     from gateway.store.redis_client import cluster_target
+    from gateway.tls import TLSConfigError
 
     try:
         cluster_target(args.redis_url or "")
@@ -144,6 +184,15 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         trusted_proxy_header=(args.trusted_proxy_header or "").strip().lower() or None,
         **reliability_settings(args),
+        auth=args.auth == "on",
+        admin_token=args.admin_token or None,
+        admin_token_file=pathlib.Path(args.admin_token_file),
+        tls_cert=_path(args.tls_cert),
+        tls_key=_path(args.tls_key),
+        tls_client_ca=_path(args.tls_client_ca),
+        admin_tls_cert=_path(args.admin_tls_cert),
+        admin_tls_key=_path(args.admin_tls_key),
+        admin_tls_client_ca=_path(args.admin_tls_client_ca),
     )
     from gateway.cli_ops import serve_ops_settings
 
@@ -152,9 +201,16 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pretrade-gateway: {exc}", file=sys.stderr)
         return 2
+    if not settings.auth:
+        print(
+            "pretrade-gateway: WARNING: --auth off: no API key for order entry and no admin "
+            "credential. Anyone who reaches the ports can trade for any account and change "
+            "every control. For local development only.",
+            file=sys.stderr,
+        )
     try:
         _run_loop(serve(settings))
-    except (RedisNotFoundError, PolicyError) as exc:
+    except (RedisNotFoundError, PolicyError, AdminAuthError, TLSConfigError) as exc:
         print(f"pretrade-gateway: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -52,6 +52,9 @@ def _common(parser: argparse.ArgumentParser, addr_flag: str, env: str, default: 
         help=f"gateway address (env PRETRADE_{env}; default: {default})",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    from gateway.cli_keys import add_tls_flags
+
+    add_tls_flags(parser, "ADMIN_" if env.startswith("ADMIN") else "")
 
 
 def _verb(verbs: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -88,8 +91,10 @@ def add_admin_commands(commands: Any) -> None:
     )  # fmt: skip
     _common(admin, "--admin-addr", "ADMIN_ADDR", "127.0.0.1:50052")
     admin.add_argument(
-        "--token", default=os.environ.get("PRETRADE_ADMIN_TOKEN") or None,
-        help="admin credential, sent as 'authorization: Bearer ...' (env PRETRADE_ADMIN_TOKEN)",
+        "--token", "--admin-token", dest="token",
+        default=os.environ.get("PRETRADE_ADMIN_TOKEN") or None,
+        help="admin credential, sent as 'authorization: Bearer ...' (env PRETRADE_ADMIN_TOKEN; "
+        "without it, the token file is read)",
     )  # fmt: skip
     verbs = admin.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -176,6 +181,11 @@ def add_admin_commands(commands: Any) -> None:
     add_ops_verbs(verbs, _change)
     add_group_commands(verbs)
 
+    from gateway.cli_keys import add_admin_credential_flags, add_key_commands
+
+    add_key_commands(verbs)
+    add_admin_credential_flags(admin)
+
     admin.set_defaults(handler=_run_admin)
 
 
@@ -185,6 +195,9 @@ def add_order_commands(commands: Any) -> None:
         description="A small order-entry client, for trying the gateway out.",
     )  # fmt: skip
     _common(order, "--addr", "ADDR", "127.0.0.1:50051")
+    from gateway.cli_keys import add_api_key_flag
+
+    add_api_key_flag(order)
     verbs = order.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = _verb(verbs, "place", help="place an order")
@@ -230,10 +243,10 @@ def _run_admin(args: argparse.Namespace) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
-    from gateway.cli_ops import admin_channel
+    from gateway.cli_keys import client_channel
 
     console = Console()
-    async with admin_channel(args) as channel:
+    async with client_channel(args) as channel:
         try:
             response = await args.call(channel, args)
         except aio.AioRpcError as exc:
@@ -272,6 +285,10 @@ def _report_error(exc: aio.AioRpcError, args: argparse.Namespace) -> int:
             err.print(f"  field [bold]{violation['field']}[/]: {violation['description']}")
         if "retry_delay_ms" in info:
             err.print(f"  retry after: {info['retry_delay_ms']} ms")
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            from gateway.cli_keys import credential_hint
+
+            err.print(f"  hint: {credential_hint(args)}")
     return EXIT_REFUSED
 
 
@@ -490,7 +507,8 @@ def _bracket(text: str) -> apb.LeverageBracket:
 def _channel_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channel", choices=["program", "interactive"], default=None,
-        help="sent as x-pretrade-channel metadata (absent: the gateway assumes program)",
+        help="sent as x-pretrade-channel metadata (absent: program); ignored with an API key, "
+        "whose own channel counts",
     )  # fmt: skip
     _device_flag(parser)
 

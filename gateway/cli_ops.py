@@ -142,30 +142,11 @@ _UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # -- credentials ---------------------------------------------------------------------
 
 
-class _Bearer(
-    aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-):
-    """Adds ``authorization: Bearer <token>`` to every admin call."""
-
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
-
-    def _details(self, details: Any) -> Any:
-        metadata = (*tuple(details.metadata or ()), self._header)
-        return details._replace(metadata=metadata)
-
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
 def admin_channel(args: argparse.Namespace) -> aio.Channel:
-    token = getattr(args, "token", None)
-    interceptors = [_Bearer(token)] if token else None
-    return aio.insecure_channel(args.address, interceptors=interceptors)  # type: ignore[arg-type]
+    """The admin channel: TLS flags, and the token (or the token file's) on every call."""
+    from gateway.cli_keys import client_channel
+
+    return client_channel(args)
 
 
 def credential_refused(exc: aio.AioRpcError, args: argparse.Namespace) -> bool:
@@ -177,8 +158,9 @@ def credential_refused(exc: aio.AioRpcError, args: argparse.Namespace) -> bool:
 
 
 def report_credential_refused(exc: aio.AioRpcError, args: argparse.Namespace) -> int:
-    hint = "check --token / PRETRADE_ADMIN_TOKEN" if args.token else "pass --token or set "
-    hint += "" if args.token else "PRETRADE_ADMIN_TOKEN"
+    from gateway.cli_keys import credential_hint
+
+    hint = "check --token / PRETRADE_ADMIN_TOKEN" if args.token else credential_hint(args)
     print(
         f"pretrade-gateway: {args.address} refused the credential "
         f"({exc.code().name}: {exc.details()}); {hint}",

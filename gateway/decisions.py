@@ -34,6 +34,8 @@ class Stage(enum.StrEnum):
     """The last stage that ran for a call (for a refusal: the stage that refused)."""
 
     VALIDATION = "validation"
+    #: The API key check (missing, unknown, revoked key; account not bound to it).
+    AUTH = "auth"
     LOCAL = "local"
     REDIS = "redis"
 

@@ -13,10 +13,13 @@ from decimal import Decimal
 from time import perf_counter_ns
 from typing import Any
 
+import structlog
 from google.protobuf.message import DecodeError, Message
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
+from gateway.apikeys import ApiKey
 from gateway.association import EvidenceRecorder
+from gateway.auth import ApiKeyAuth, authorize
 from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
 from gateway.counters.keys import counting_subject
@@ -90,8 +93,11 @@ class PreTradeEngine:
         counters: CounterGate | None = None,
         sink: DecisionSink | None = None,
         evidence: EvidenceRecorder | None = None,
+        auth: ApiKeyAuth | None = None,
     ) -> None:
         self.snapshot = snapshot
+        #: API key checks; None only when authentication is switched off.
+        self.auth = auth
         self._checks: tuple[Check, ...] = tuple(
             checks if checks is not None else default_checks(snapshot)
         )
@@ -130,12 +136,40 @@ class PreTradeEngine:
         past another. A shadowed counter refusal consumes nothing.
         """
         started = perf_counter_ns()
+        key = self._authenticate(metadata)
+        if isinstance(key, Denial):
+            return self._validation_failed(method, request, key, started, request_id, Stage.AUTH)
+        return await self._admit(method, request, metadata, request_id, key, started, peer)
+
+    def _authenticate(self, metadata: Metadata | None) -> ApiKey | Denial | None:
+        return None if self.auth is None else self.auth.authenticate(metadata)
+
+    async def _admit(
+        self,
+        method: OrderMethod,
+        request: Any,
+        metadata: Metadata | None,
+        request_id: str,
+        key: ApiKey | None,
+        started: int,
+        peer: str = "",
+    ) -> Denial | Admission:
         call = method.parse(request)
         if isinstance(call, Denial):
             return self._validation_failed(method, request, call, started, request_id)
-        channel = parse_channel(metadata)
-        if isinstance(channel, Denial):
-            return self._validation_failed(method, request, channel, started, request_id)
+        if key is not None:
+            # The key's channel, never the caller's own claim.
+            mismatch = authorize(key, call)
+            if mismatch is not None:
+                return self._validation_failed(
+                    method, request, mismatch, started, request_id, Stage.AUTH
+                )
+            channel = key.channel
+        else:
+            claimed = parse_channel(metadata)
+            if isinstance(claimed, Denial):
+                return self._validation_failed(method, request, claimed, started, request_id)
+            channel = claimed
         if channel is not Channel.PROGRAM:
             call = replace(call, channel=channel)
         if self.evidence is not None:
@@ -193,14 +227,29 @@ class PreTradeEngine:
         request_id: str = "",
         peer: str = "",
     ) -> Denial | Admission:
-        """Like :meth:`admit` for a request still in wire form (the proxy's case)."""
+        """Like :meth:`admit` for a request still in wire form (the proxy's case).
+
+        The credential is checked before the bytes are even decoded.
+        """
         started = perf_counter_ns()
+        key = self._authenticate(metadata)
+        if isinstance(key, Denial):
+            return self._validation_failed(method, None, key, started, request_id, Stage.AUTH)
         try:
             request = method.request_type.FromString(raw)
         except DecodeError:
-            denial = invalid(FieldViolation("request", "not a valid protobuf message"))
-            return self._validation_failed(method, None, denial, started, request_id)
-        return await self.admit(method, request, metadata, request_id, peer)
+            return self._validation_failed(method, None, _UNDECODABLE, started, request_id)
+        return await self._admit(method, request, metadata, request_id, key, started, peer)
+
+    def refuse_undecodable(
+        self, method: OrderMethod, metadata: Metadata | None, request_id: str = ""
+    ) -> Denial:
+        """The answer to bytes that are not a request: unauthenticated callers learn no more."""
+        started = perf_counter_ns()
+        key = self._authenticate(metadata)
+        if isinstance(key, Denial):
+            return self._validation_failed(method, None, key, started, request_id, Stage.AUTH)
+        return self._validation_failed(method, None, _UNDECODABLE, started, request_id)
 
     async def screen(
         self,
@@ -228,17 +277,26 @@ class PreTradeEngine:
         return self.shadow.covers(denial.reason, now)
 
     def _validation_failed(
-        self, method: OrderMethod, request: Any, denial: Denial, started: int, request_id: str
+        self,
+        method: OrderMethod,
+        request: Any,
+        denial: Denial,
+        started: int,
+        request_id: str,
+        stage: Stage = Stage.VALIDATION,
     ) -> Denial:
         self.sink.decision(
             Decision(
                 request_id or self.request_ids.next(), self._clock(), method.name,
                 str(getattr(request, "account_id", ""))[:64],
                 str(getattr(request, "symbol", ""))[:32],
-                Outcome.REFUSE, denial, (), Stage.VALIDATION, perf_counter_ns() - started, 0, None,
+                Outcome.REFUSE, denial, (), stage, perf_counter_ns() - started, 0, None,
             )
         )  # fmt: skip
         return denial
+
+
+_UNDECODABLE = invalid(FieldViolation("request", "not a valid protobuf message"))
 
 
 def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
@@ -271,6 +329,7 @@ class Gatekeeper:
         *,
         failure: FailurePolicy | None = None,
         idempotency_window_ms: int = DEFAULT_WINDOW_MS,
+        auth: bool = True,
     ) -> None:
         self.redis = redis
         self.policy = policy
@@ -291,8 +350,14 @@ class Gatekeeper:
         #: Audit trail, metrics and refusal log: the engine reports every decision to them.
         self.ops = Operations(redis, self.snapshot, policy.version, ops or OpsConfig())
         self.engine = PreTradeEngine(
-            self.snapshot, counters=self.counters, sink=self.ops.sink, evidence=self.evidence
+            self.snapshot,
+            counters=self.counters,
+            sink=self.ops.sink,
+            evidence=self.evidence,
+            auth=ApiKeyAuth(self.snapshot) if auth else None,
         )
+        if not auth:
+            warn_auth_off()
         self.engine.request_ids = self.ops.request_ids
         #: Keeps linked accounts' resting orders true (self-trade prevention).
         self.own_orders = OwnOrderSync(self.snapshot)
@@ -318,12 +383,14 @@ class Gatekeeper:
         *,
         failure: FailurePolicy | None = None,
         idempotency_window_ms: int = DEFAULT_WINDOW_MS,
+        auth: bool = True,
     ) -> Gatekeeper:
         """Connect (``redis://...`` or ``redis+cluster://...``), load the snapshot, start
         following it, watching the policy files and watching Redis' health.
 
         ``trusted_proxy_header``: take clients' IPs from this header (its last address)
-        instead of the connection; only when a trusted proxy sets it (docs/groups.md)."""
+        instead of the connection; only when a trusted proxy sets it (docs/groups.md).
+        ``auth=False`` drops the API key checks: for local development only."""
         deadline_ms = (failure or FailurePolicy()).deadline_ms
         redis = hot_client(redis_url, connect_timeout_ms=deadline_ms)
         keeper = cls(
@@ -334,6 +401,7 @@ class Gatekeeper:
             trusted_proxy_header,
             failure=failure,
             idempotency_window_ms=idempotency_window_ms,
+            auth=auth,
         )
         try:
             await keeper.follower.start()
@@ -409,3 +477,11 @@ class Gatekeeper:
     async def _close_clients(self) -> None:
         await self.redis.aclose()
         await self._follower_redis.aclose()
+
+
+def warn_auth_off() -> None:
+    structlog.get_logger("gateway.auth").warning(
+        "auth.off",
+        message="ORDER ENTRY AUTHENTICATION IS OFF: anyone who can reach the port can trade "
+        "for any account. For local development only.",
+    )

@@ -5,6 +5,8 @@ OrderEntry handlers (and nothing else) so each request is screened, once
 deserialised, before the servicer sees it. A refusal aborts the call with the
 rich status; the servicer is never called. Accepted calls get the remaining
 counter budget added to the servicer's trailing metadata (``x-ratelimit-*``).
+The guard deserialises the request itself, so bytes that are not a request are
+answered INVALID_ARGUMENT (or UNAUTHENTICATED) like any bad input, not UNKNOWN.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from grpc import aio
 
+from gateway.counters.gate import Admission
 from gateway.decisions import REQUEST_ID_KEY
 from gateway.engine import ORDER_METHODS, OrderMethod, PreTradeEngine
 from gateway.reasons import Denial
@@ -48,24 +51,36 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._guard(method, handler.unary_unary),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
+            self._guard(method, handler.unary_unary, handler.request_deserializer),  # type: ignore[arg-type]
+            request_deserializer=None,  # bytes: the guard decodes them
             response_serializer=handler.response_serializer,
         )
         self._wrapped[id(handler)] = (handler, wrapped)
         return wrapped
 
-    def _guard(self, method: OrderMethod, behavior: Behavior) -> Behavior:
+    def _guard(
+        self,
+        method: OrderMethod,
+        behavior: Behavior,
+        deserialize: Callable[[bytes], Any] | None,
+    ) -> Behavior:
         admit = self._engine.admit
+        refuse_undecodable = self._engine.refuse_undecodable
+        decode = deserialize or method.request_type.FromString
         next_id = self._engine.request_ids.next
         sink = self._engine.sink
 
-        async def guarded(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        async def guarded(raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
             request_id = next_id()
             tag = ((REQUEST_ID_KEY, request_id),)
-            verdict = await admit(
-                method, request, context.invocation_metadata(), request_id, context.peer()
-            )
+            metadata = context.invocation_metadata()
+            verdict: Denial | Admission
+            try:
+                request = decode(raw)
+            except Exception:  # whatever the servicer's deserialiser raises on bad bytes
+                verdict = refuse_undecodable(method, metadata, request_id)
+            else:
+                verdict = await admit(method, request, metadata, request_id, context.peer())
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))

@@ -59,6 +59,8 @@ class FlagKind(enum.Enum):
     GROUP_STATE = "grpst"
     #: A linked group's leverage cap (value: the cap).
     GROUP_LEVERAGE = "levgrp"
+    #: An order-entry API key by key id (value: its hash, accounts and channel).
+    API_KEY = "apikey"
 
 
 class Channel(enum.Enum):

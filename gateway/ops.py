@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from gateway.admin_auth import current_principal
 from gateway.audit import AdminActionRecord, AuditConfig, AuditWriter, write_admin_action
 from gateway.decisions import (
     REQUEST_ID_KEY,
@@ -119,8 +120,9 @@ class Operations:
     ) -> str:
         """Log an admin change, append it to the admin stream, give the caller its request id."""
         record = AdminActionRecord(
-            action, actor, reason, target, old, new, ttl_ms, self.request_ids.next()
-        )
+            action, actor, reason, target, old, new, ttl_ms, self.request_ids.next(),
+            current_principal(),
+        )  # fmt: skip
         log.info(
             "admin.action",
             request_id=record.request_id,

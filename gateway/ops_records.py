@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from gateway.apikeys import ApiKey, api_key_from_fields
 from gateway.decimals import format_decimal, parse_positive_decimal
 from gateway.model import FlagKind
 from gateway.symbol_limits import (
@@ -73,12 +74,17 @@ def reference_price_from_fields(fields: Fields) -> OpsRecord[Decimal]:
     return _record(fields, parse_positive_decimal(fields["price"]))
 
 
+def api_key_record_from_fields(fields: Fields) -> OpsRecord[ApiKey]:
+    return _record(fields, api_key_from_fields(fields))
+
+
 #: How the snapshot decodes each kind of ops record.
 OPS_DECODERS: Mapping[FlagKind, Callable[[Fields], OpsRecord[Any]]] = {
     FlagKind.ACCOUNT_LEVERAGE: account_leverage_from_fields,
     FlagKind.SYMBOL_LEVERAGE: symbol_leverage_from_fields,
     FlagKind.REFERENCE_PRICE: reference_price_from_fields,
     FlagKind.GROUP_LEVERAGE: account_leverage_from_fields,
+    FlagKind.API_KEY: api_key_record_from_fields,
 }
 
 

@@ -5,7 +5,8 @@ the checks and forwards the very bytes it received; upstream responses go back
 as the bytes the upstream sent. The caller's deadline and metadata go along,
 and an upstream error reaches the client unchanged (code, message, trailers,
 rich details included). Accepted calls carry the remaining counter budget in
-trailing metadata (``x-ratelimit-*``).
+trailing metadata (``x-ratelimit-*``). The caller's API key stays here: upstream
+gets ``x-pretrade-key-id`` (the verified key's id) instead of ``authorization``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from time import perf_counter
 import grpc
 from grpc import aio
 
+from gateway.auth import AUTHORIZATION_KEY, KEY_ID_METADATA_KEY, key_id_of
 from gateway.decisions import REQUEST_ID_KEY
 from gateway.engine import ORDER_ENTRY_SERVICE, ORDER_METHODS, OrderMethod, PreTradeEngine
 from gateway.reasons import Denial
@@ -28,15 +30,24 @@ _HOP_HEADERS = frozenset({"user-agent", "content-type", "te", "host", "grpc-time
 
 
 def forwardable_metadata(
-    metadata: Sequence[tuple[str, str | bytes]] | None,
+    metadata: Sequence[tuple[str, str | bytes]] | None, authenticated: bool = False
 ) -> tuple[tuple[str, str | bytes], ...]:
+    """The caller's metadata for the upstream call.
+
+    ``x-pretrade-key-id`` is the gateway's to set, never the caller's; with
+    ``authenticated``, the credential is replaced by the id of the key it verified.
+    """
     if not metadata:
         return ()
-    return tuple(
+    dropped = (AUTHORIZATION_KEY, KEY_ID_METADATA_KEY) if authenticated else (KEY_ID_METADATA_KEY,)
+    kept = tuple(
         (key, value)
         for key, value in metadata
-        if key not in _HOP_HEADERS and not key.startswith((":", "grpc-"))
+        if key not in _HOP_HEADERS and key not in dropped and not key.startswith((":", "grpc-"))
     )
+    if authenticated:
+        return (*kept, (KEY_ID_METADATA_KEY, key_id_of(metadata)))
+    return kept
 
 
 class OrderEntryProxy:
@@ -59,6 +70,7 @@ class OrderEntryProxy:
         admit_bytes = self._engine.admit_bytes
         next_id = self._engine.request_ids.next
         sink = self._engine.sink
+        authenticated = self._engine.auth is not None
 
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
             request_id = next_id()
@@ -75,7 +87,10 @@ class OrderEntryProxy:
                 response: bytes = await upstream_call(
                     raw,
                     timeout=context.time_remaining(),
-                    metadata=forwardable_metadata(context.invocation_metadata()),  # type: ignore[arg-type]
+                    metadata=forwardable_metadata(
+                        context.invocation_metadata(),  # type: ignore[arg-type]
+                        authenticated,
+                    ),
                 )
             except aio.AioRpcError as exc:
                 sink.upstream(method.name, perf_counter() - started, exc.code().name)

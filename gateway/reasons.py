@@ -45,6 +45,9 @@ class Reason(enum.StrEnum):
     SELF_TRADE = "SELF_TRADE"
     # Reliability (gateway.reliability): the store did not answer in time.
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    # Authentication and authorisation (gateway/auth.py).
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    ACCOUNT_MISMATCH = "ACCOUNT_MISMATCH"
 
 
 _S = grpc.StatusCode
@@ -78,6 +81,8 @@ STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
         Reason.KILL_SWITCH: _S.FAILED_PRECONDITION,
         Reason.SELF_TRADE: _S.FAILED_PRECONDITION,
         Reason.STORE_UNAVAILABLE: _S.UNAVAILABLE,
+        Reason.UNAUTHENTICATED: _S.UNAUTHENTICATED,
+        Reason.ACCOUNT_MISMATCH: _S.PERMISSION_DENIED,
     }
 )
 

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway._generated.pretrade.v1 import admin_pb2, admin_pb2_grpc
 from gateway.admin import AdminService
+from gateway.admin_auth import AdminGuard, admin_credentials
 from gateway.audit import AuditConfig
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.engine import ORDER_ENTRY_SERVICE, Gatekeeper
@@ -32,6 +33,7 @@ from gateway.reliability.failure import FailurePolicy
 from gateway.reliability.health import grpc_health_listener
 from gateway.reliability.shutdown import Hook
 from gateway.settings import Settings
+from gateway.tls import ServerTLS, bind
 
 log = structlog.get_logger("gateway.server")
 
@@ -85,6 +87,21 @@ class Gateway:
 
     async def _start(self) -> None:
         settings = self.settings
+        order_tls = ServerTLS.from_paths(
+            "order entry", settings.tls_cert, settings.tls_key, settings.tls_client_ca
+        )
+        admin_tls = ServerTLS.from_paths(
+            "admin", settings.admin_tls_cert, settings.admin_tls_key, settings.admin_tls_client_ca
+        )
+        # Read certificates and tokens before anything starts: bad files stop the start at once.
+        order_credentials = order_tls.credentials() if order_tls else None
+        admin_tls_credentials = admin_tls.credentials() if admin_tls else None
+        credentials = None
+        if settings.auth:
+            credentials = admin_credentials(
+                settings.admin_token, settings.admin_token_file, settings.admin_tls_client_ca
+            )
+        admin_interceptors = [AdminGuard(credentials)]
         policy = load_policy(settings.policy)
         redis_url = settings.redis_url
         if redis_url is None:
@@ -99,6 +116,7 @@ class Gateway:
             trusted_proxy_header=settings.trusted_proxy_header,
             failure=FailurePolicy(settings.redis_timeout_ms, settings.fail_open),
             idempotency_window_ms=settings.idempotency_window_ms,
+            auth=settings.auth,
         )
 
         upstream = settings.upstream
@@ -123,15 +141,16 @@ class Gateway:
         await follow_health(self.keeper.health.state)
         self.keeper.health.add_listener(follow_health)
         self._health.append(order_health)
-        self.order_port = _bind(order_server, settings.listen)
+        self.order_port = bind(order_server, settings.listen, order_credentials)
         self._servers.append(order_server)
 
         admin_server = aio.server(
-            options=SERVER_OPTIONS, interceptors=[StoreUnavailableInterceptor()]
+            options=SERVER_OPTIONS,
+            interceptors=[*admin_interceptors, StoreUnavailableInterceptor()],
         )
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
         self._health.append(await add_health_and_reflection(admin_server, (ADMIN_SERVICE,)))
-        self.admin_port = _bind(admin_server, settings.admin_listen)
+        self.admin_port = bind(admin_server, settings.admin_listen, admin_tls_credentials)
         self._servers.append(admin_server)
 
         for server in self._servers:
@@ -149,7 +168,21 @@ class Gateway:
             else None,
             instance=self.keeper.ops.instance,
             self_trade_ready=self.keeper.own_orders.ready.is_set(),
+            auth="on" if settings.auth else "OFF",
+            order_tls="mtls" if order_tls and order_tls.client_ca else bool(order_tls),
+            admin_tls="mtls" if admin_tls and admin_tls.client_ca else bool(admin_tls),
         )
+        for name, address, tls in (
+            ("order entry", settings.listen, order_tls),
+            ("admin", settings.admin_listen, admin_tls),
+        ):
+            if tls is None and not _loopback(address):
+                log.warning(
+                    "tls.off",
+                    port=name,
+                    address=address,
+                    message="credentials cross the network in clear: give this port TLS",
+                )
 
     @property
     def metrics_port(self) -> int:
@@ -229,11 +262,9 @@ def ops_config(settings: Settings) -> OpsConfig:
     )
 
 
-def _bind(server: aio.Server, address: str) -> int:
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return port
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _address(configured: str, port: int) -> str:

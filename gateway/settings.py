@@ -52,3 +52,20 @@ class Settings:
     #: A PlaceOrder retried (same account, client_order_id) within this is not counted
     #: again (ms; 0: off).
     idempotency_window_ms: int = DEFAULT_WINDOW_MS
+    #: Order entry needs an API key; False is for local development only.
+    auth: bool = True
+    #: Admin token (``--admin-token``); when set, the token file is not read.
+    admin_token: str | None = None
+    #: Admin tokens, one per line (``TOKEN`` or ``NAME TOKEN``); generated when missing
+    #: unless admin client certificates are configured.
+    admin_token_file: pathlib.Path = default_state_dir() / "admin-token"
+    #: TLS on the order-entry port: certificate chain and key (PEM); with a client CA,
+    #: clients must present a certificate it signed (mutual TLS).
+    tls_cert: pathlib.Path | None = None
+    tls_key: pathlib.Path | None = None
+    tls_client_ca: pathlib.Path | None = None
+    #: The same for the admin port; there a client certificate with OU=pretrade-admin
+    #: is an admin credential.
+    admin_tls_cert: pathlib.Path | None = None
+    admin_tls_key: pathlib.Path | None = None
+    admin_tls_client_ca: pathlib.Path | None = None

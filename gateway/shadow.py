@@ -15,9 +15,13 @@ from gateway.snapshot import Snapshot
 #: The rule name that shadows every shadowable rule.
 ALL_RULES = "*"
 
-#: Never shadowed: a malformed request cannot be forwarded, and a kill switch is
-#: an emergency stop that must not be defeated by a global shadow switch.
-UNSHADOWABLE = frozenset({Reason.INVALID_REQUEST, Reason.KILL_SWITCH})
+#: Never shadowed: a malformed request cannot be forwarded, a kill switch is an
+#: emergency stop that must not be defeated by a global shadow switch, and a call
+#: without a valid key for its account must never trade (the key check is not a
+#: rule the engine's shadow loop sees at all; listing it here keeps it off the menu).
+UNSHADOWABLE = frozenset(
+    {Reason.INVALID_REQUEST, Reason.KILL_SWITCH, Reason.UNAUTHENTICATED, Reason.ACCOUNT_MISMATCH}
+)
 
 
 def shadowable_rules() -> list[str]:

@@ -4,7 +4,8 @@
     python scripts/topology.py [--dir DIR] [--redis-port PORT] [--no-prometheus]
 
 Starts one redis-server (AOF on), the reference exchange, two gateway replicas
-on that Redis in front of that exchange (each with a Prometheus endpoint), and
+on that Redis in front of that exchange (each with a Prometheus endpoint, both
+taking the admin token in DIR/admin-token, made here, 0600), and
 Prometheus scraping both when a ``prometheus`` binary is on PATH (skipped
 otherwise). Ports are free ones picked at start (Redis's can be given).
 Addresses go to DIR/topology.json and, as one JSON line, to stdout; logs to
@@ -136,6 +137,12 @@ def start(topology: Topology, redis_port: int | None, prometheus: bool) -> dict[
     topology.spawn("exchange", [python, "-m", "gateway", "exchange", "--listen", exchange])
     wait_until(topology, "exchange", lambda: grpc_serving(exchange))
 
+    # One admin token for both replicas, as compose passes PRETRADE_ADMIN_TOKEN to both.
+    from gateway.admin_auth import create_token_file
+
+    token_file = root / "admin-token"
+    if not token_file.exists():
+        create_token_file(token_file)
     gateways = []
     for n in (1, 2):
         order, admin, metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
@@ -144,6 +151,7 @@ def start(topology: Topology, redis_port: int | None, prometheus: bool) -> dict[
             python, "-m", "gateway", "serve", "--listen", order, "--admin-listen", admin,
             "--redis-url", redis_url, "--upstream", exchange, "--metrics-listen", metrics,
             "--instance", name, "--policy", str(ROOT / "limits"),
+            "--admin-token-file", str(token_file),
         ])  # fmt: skip
         gateways.append({"name": name, "order": order, "admin": admin, "metrics": metrics})
     for gw in gateways:
@@ -167,6 +175,7 @@ def start(topology: Topology, redis_port: int | None, prometheus: bool) -> dict[
         "redis_dir": str(root / "redis"),
         "exchange": exchange,
         "gateways": gateways,
+        "admin_token_file": str(token_file),
         "prometheus": prometheus_address,
         "prometheus_skipped": None if binary else "prometheus not on PATH" if prometheus else "off",
         "pids": {c.name: c.process.pid for c in topology.children},

@@ -17,13 +17,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.support.servers import ROOT, GatewayProcess, gateway_process
 
 
-def cli(*args: str, gw: GatewayProcess) -> tuple[int, dict[str, object]]:
+def cli(
+    *args: str, gw: GatewayProcess, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, object]]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "PRETRADE_ADDR": gw.order_address,
         "PRETRADE_ADMIN_ADDR": gw.admin_address,
         "PRETRADE_ACTOR": "risk-desk",
+        **(env or {}),
     }
     done = subprocess.run(
         [sys.executable, "-m", "gateway", *args[:1], "--json", *args[1:]],
@@ -33,7 +36,27 @@ def cli(*args: str, gw: GatewayProcess) -> tuple[int, dict[str, object]]:
 
 
 def test_walkthrough(redis_url: str, tmp_path: pathlib.Path) -> None:
-    with gateway_process(redis_url, tmp_path) as gw:
+    """As the README tells it: authentication on, the admin token found in the state
+    directory the gateway wrote it to, an API key issued first."""
+    state = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    with gateway_process(redis_url, tmp_path, auth=True) as gw:
+        rc, issued = cli(
+            "admin", "issue-key", "--account", "alice", "--channel", "interactive",
+            "--reason", "walkthrough", gw=gw, env=state,
+        )  # fmt: skip
+        assert rc == 0, issued
+        alice_key = str(issued["api_key"])
+        rc, bobs = cli(
+            "admin", "issue-key", "--account", "bob", "--channel", "interactive",
+            "--reason", "walkthrough", gw=gw, env=state,
+        )  # fmt: skip
+        assert rc == 0, bobs
+
+        def user(
+            *args: str, gw: GatewayProcess, key: str = alice_key
+        ) -> tuple[int, dict[str, object]]:
+            return cli(*args, gw=gw, env={**state, "PRETRADE_API_KEY": key})
+
         place = (
             "order",
             "place",
@@ -48,21 +71,21 @@ def test_walkthrough(redis_url: str, tmp_path: pathlib.Path) -> None:
             "--price",
             "60000",
         )
-        rc, placed = cli(*place, gw=gw)
+        rc, placed = user(*place, gw=gw)
         assert rc == 0 and placed["status"] == "ORDER_STATUS_NEW"
 
-        rc, changed = cli(
+        rc, changed = user(
             "admin", "set-account", "alice", "frozen", "--reason", "KYC review", gw=gw
         )
         assert rc == 0
         assert changed["account"]["state"] == "ACCOUNT_STATE_FROZEN"  # type: ignore[index]
         assert changed["account"]["actor"] == "risk-desk"  # type: ignore[index]
 
-        rc, refusal = cli(*place, gw=gw)
+        rc, refusal = user(*place, gw=gw)
         assert rc == 1
         assert (refusal["code"], refusal["reason"]) == ("FAILED_PRECONDITION", "ACCOUNT_FROZEN")
 
-        rc, cancelled = cli(
+        rc, cancelled = user(
             "order",
             "cancel",
             "--account",
@@ -75,15 +98,15 @@ def test_walkthrough(redis_url: str, tmp_path: pathlib.Path) -> None:
         )
         assert rc == 0 and cancelled["status"] == "ORDER_STATUS_CANCELED"
 
-        rc, listed = cli("admin", "restrictions", gw=gw)
+        rc, listed = user("admin", "restrictions", gw=gw)
         assert rc == 0 and [a["account_id"] for a in listed["accounts"]] == ["alice"]  # type: ignore[union-attr]
 
-        rc, _ = cli("admin", "set-account", "alice", "active", "--reason", "cleared", gw=gw)
+        rc, _ = user("admin", "set-account", "alice", "active", "--reason", "cleared", gw=gw)
         assert rc == 0
-        rc, placed_again = cli(*place, gw=gw)
+        rc, placed_again = user(*place, gw=gw)
         assert rc == 0 and placed_again["status"] == "ORDER_STATUS_NEW"
 
-        rc, halted = cli(
+        rc, halted = user(
             "admin",
             "set-symbol",
             "ETH-USDT",
@@ -95,10 +118,10 @@ def test_walkthrough(redis_url: str, tmp_path: pathlib.Path) -> None:
             gw=gw,
         )
         assert rc == 0 and "status_expires_at" in halted["symbol"]  # type: ignore[operator]
-        rc, shown = cli("admin", "show-symbol", "ETH-USDT", gw=gw)
+        rc, shown = user("admin", "show-symbol", "ETH-USDT", gw=gw)
         assert shown["symbol"]["status"] == "SYMBOL_STATUS_HALTED"  # type: ignore[index]
 
-        rc, created = cli(
+        rc, created = user(
             "admin",
             "upsert-symbol",
             "DOGE-USDT",
@@ -113,7 +136,7 @@ def test_walkthrough(redis_url: str, tmp_path: pathlib.Path) -> None:
             gw=gw,
         )
         assert rc == 0 and created["created"] is True
-        rc, doge = cli(
+        rc, doge = user(
             "order",
             "place",
             "--account",
@@ -127,6 +150,7 @@ def test_walkthrough(redis_url: str, tmp_path: pathlib.Path) -> None:
             "--price",
             "0.1",
             gw=gw,
+            key=str(bobs["api_key"]),
         )
         assert rc == 0, doge
 

@@ -220,7 +220,7 @@ async def test_interceptor_adds_to_the_servicers_trailers(redis_url: str) -> Non
             context.set_trailing_metadata((("x-exchange", "1"),))
             return pb.PlaceOrderResponse(order_id="E-1", status=pb.ORDER_STATUS_NEW)
 
-    keeper = await Gatekeeper.open(redis_url, load_policy(POLICY))
+    keeper = await Gatekeeper.open(redis_url, load_policy(POLICY), auth=False)
     server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     pb_grpc.add_OrderEntryServicer_to_server(Servicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -111,3 +111,15 @@ async def test_valid_order_after_bad_ones_still_works(deployment: Deployment) ->
         limit_order(quantity="1.000000000000000000")
     )
     assert accepted.status == pb.ORDER_STATUS_NEW
+
+
+@pytest.mark.parametrize("service", ["OrderEntry", "Admin"])
+async def test_bytes_that_are_not_a_request(deployment: Deployment, service: str) -> None:
+    """Undecodable bytes are INVALID_ARGUMENT on both ports, in both deployments (not UNKNOWN)."""
+    index = 0 if service == "OrderEntry" else 1
+    channel = deployment.clients.channels[index]
+    method = "PlaceOrder" if service == "OrderEntry" else "SetAccountState"
+    call = channel.unary_unary(f"/pretrade.v1.{service}/{method}")
+    r = await refused(call(b"\xff\xff\xff\xff", timeout=5))
+    assert (r.code, list(r.bad_fields)) == (grpc.StatusCode.INVALID_ARGUMENT, ["request"])
+    assert deployment.exchange.engine.sequence == 0

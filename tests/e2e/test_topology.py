@@ -81,8 +81,18 @@ async def test_topology_runs_orders_through_both_replicas_and_stops_cleanly(
     try:
         info: dict[str, Any] = json.loads((tmp_path / "topology.json").read_text())
         one, two = info["gateways"]
-        a = await connect(one["order"], one["admin"])
-        b = await connect(two["order"], two["admin"])
+        token = (await asyncio.to_thread(pathlib.Path(info["admin_token_file"]).read_text)).strip()
+        a = await connect(one["order"], one["admin"], admin_token=token)
+        issued = await a.admin.IssueApiKey(
+            apb.IssueApiKeyRequest(
+                account_ids=["alice", "bob", "carol"], channel=apb.ORDER_CHANNEL_PROGRAM,
+                reason="topology test", actor="ops",
+            )
+        )  # fmt: skip
+        await a.close()
+        # Either replica knows the key: issued through one, published to both.
+        a = await connect(one["order"], one["admin"], api_key=issued.api_key, admin_token=token)
+        b = await connect(two["order"], two["admin"], api_key=issued.api_key, admin_token=token)
         try:
             # A trade across replicas: bob sells on one, alice buys on the other; one exchange.
             await a.orders.PlaceOrder(

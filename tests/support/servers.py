@@ -16,6 +16,7 @@ import grpc
 from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2_grpc, order_entry_pb2_grpc
+from gateway.client import open_channel
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.server import Gateway
 from gateway.settings import Settings
@@ -35,9 +36,15 @@ class Clients:
             await channel.close(None)
 
 
-async def connect(order_address: str, admin_address: str) -> Clients:
-    order_channel = aio.insecure_channel(order_address)
-    admin_channel = aio.insecure_channel(admin_address)
+async def connect(
+    order_address: str,
+    admin_address: str,
+    *,
+    api_key: str | None = None,
+    admin_token: str | None = None,
+) -> Clients:
+    order_channel = open_channel(order_address, bearer=api_key)
+    admin_channel = open_channel(admin_address, bearer=admin_token)
     return Clients(
         orders=order_entry_pb2_grpc.OrderEntryStub(order_channel),  # type: ignore[arg-type]
         admin=admin_pb2_grpc.AdminStub(admin_channel),  # type: ignore[arg-type]
@@ -46,12 +53,15 @@ async def connect(order_address: str, admin_address: str) -> Clients:
 
 
 def test_settings(redis_url: str, **overrides: object) -> Settings:
+    """Settings for an in-process gateway. Authentication is off unless a test turns it on
+    (``auth=True``, with ``admin_token_file`` in its own tmp directory)."""
     base = Settings(
         listen="127.0.0.1:0",
         admin_listen="127.0.0.1:0",
         redis_url=redis_url,
         policy=POLICY,
         grace_s=0.5,
+        auth=False,
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -92,9 +102,18 @@ class GatewayProcess:
 
 @contextlib.contextmanager
 def gateway_process(
-    redis_url: str, tmp: pathlib.Path, *extra: str, upstream: str | None = None
+    redis_url: str,
+    tmp: pathlib.Path,
+    *extra: str,
+    upstream: str | None = None,
+    auth: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[GatewayProcess]:
-    """A gateway in its own OS process (``python -m gateway serve``), ready when yielded."""
+    """A gateway in its own OS process (``python -m gateway serve``), ready when yielded.
+
+    ``auth=False`` passes ``--auth off``; with ``auth=True`` the admin token file
+    goes to ``tmp`` (``XDG_STATE_HOME``) unless ``extra`` says otherwise.
+    """
     order_port, admin_port = free_port(), free_port()
     log_path = tmp / f"gateway-{order_port}.log"
     args = [
@@ -104,9 +123,15 @@ def gateway_process(
         "--redis-url", redis_url,
         "--policy", str(POLICY),
         *(("--upstream", upstream) if upstream else ()),
+        *(() if auth else ("--auth", "off")),
         *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "XDG_STATE_HOME": str(tmp / "state"),
+        **(env or {}),
+    }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT
@@ -145,6 +170,8 @@ class InterceptorDeployment:
     keeper: object
     exchange: object
     clients: Clients
+    order_address: str = ""
+    admin_address: str = ""
 
 
 @contextlib.asynccontextmanager
@@ -153,13 +180,19 @@ async def running_interceptor(
     policy: pathlib.Path = POLICY,
     trusted_proxy_header: str | None = None,
     exchange: object | None = None,
+    *,
+    auth: bool = False,
+    admin_tokens: dict[str, str] | None = None,
 ) -> AsyncIterator[InterceptorDeployment]:
+    """The interceptor deployment; with ``auth`` the same checks as ``serve`` (API keys on
+    the order port, ``admin_tokens`` on the admin port)."""
     from gateway import Gatekeeper, PreTradeInterceptor, load_policy
     from gateway.admin import AdminService
+    from gateway.admin_auth import AdminCredentials, AdminGuard
     from gateway.exchange import ReferenceExchange, add_to_server
 
     keeper = await Gatekeeper.open(
-        redis_url, load_policy(policy), trusted_proxy_header=trusted_proxy_header
+        redis_url, load_policy(policy), trusted_proxy_header=trusted_proxy_header, auth=auth
     )
     if exchange is None:
         exchange = ReferenceExchange()
@@ -167,7 +200,9 @@ async def running_interceptor(
     order_server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     add_to_server(order_server, exchange)
     order_port = order_server.add_insecure_port("127.0.0.1:0")
-    admin_server = aio.server()
+    admin_server = aio.server(
+        interceptors=[AdminGuard(AdminCredentials(admin_tokens or {}) if auth else None)]
+    )
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(keeper), admin_server)
     admin_port = admin_server.add_insecure_port("127.0.0.1:0")
     await order_server.start()
@@ -176,7 +211,9 @@ async def running_interceptor(
     keeper.follow_executions(f"127.0.0.1:{order_port}")
     clients = await connect(f"127.0.0.1:{order_port}", f"127.0.0.1:{admin_port}")
     try:
-        yield InterceptorDeployment(keeper, exchange, clients)
+        yield InterceptorDeployment(
+            keeper, exchange, clients, f"127.0.0.1:{order_port}", f"127.0.0.1:{admin_port}"
+        )
     finally:
         await clients.close()
         await keeper.stop_following_executions()

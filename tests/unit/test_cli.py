@@ -42,3 +42,55 @@ def test_json_flag_before_or_after_the_verb(argv: list[str]) -> None:
 
 def test_json_defaults_to_tables() -> None:
     assert build_parser().parse_args(["admin", "show-account", "alice"]).json is False
+
+
+def test_security_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (
+        ("AUTH", "off"), ("ADMIN_TOKEN", "t" * 20), ("ADMIN_TOKEN_FILE", "/x/tokens"),
+        ("TLS_CERT", "c.pem"), ("TLS_KEY", "k.pem"), ("TLS_CLIENT_CA", "ca.pem"),
+        ("ADMIN_TLS_CERT", "ac.pem"), ("ADMIN_TLS_KEY", "ak.pem"), ("ADMIN_TLS_CLIENT_CA", "aca.pem"),
+    ):  # fmt: skip
+        monkeypatch.setenv(f"PRETRADE_{name}", value)
+    args = build_parser().parse_args(["serve"])
+    assert (args.auth, args.admin_token, args.admin_token_file) == ("off", "t" * 20, "/x/tokens")
+    assert (args.tls_cert, args.tls_key, args.tls_client_ca) == ("c.pem", "k.pem", "ca.pem")
+    assert (args.admin_tls_cert, args.admin_tls_key, args.admin_tls_client_ca) == (
+        "ac.pem", "ak.pem", "aca.pem",
+    )  # fmt: skip
+    # Clients: order entry and admin read their own variables.
+    monkeypatch.setenv("PRETRADE_API_KEY", "pk_x.y")
+    monkeypatch.setenv("PRETRADE_TLS_CA", "order-ca.pem")
+    monkeypatch.setenv("PRETRADE_ADMIN_TLS_CA", "admin-ca.pem")
+    monkeypatch.setenv("PRETRADE_ADMIN_CLIENT_CERT", "me.pem")
+    order = build_parser().parse_args(["order", "cancel", "--account", "a", "--symbol", "S"])
+    assert (order.api_key, order.tls_ca, order.client_cert) == ("pk_x.y", "order-ca.pem", None)
+    admin = build_parser().parse_args(["admin", "list-keys"])
+    assert (admin.token, admin.tls_ca, admin.client_cert) == (
+        "t" * 20,
+        "admin-ca.pem",
+        "me.pem",
+    )
+
+
+def test_auth_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PRETRADE_AUTH", raising=False)
+    assert build_parser().parse_args(["serve"]).auth == "on"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--auth", "maybe"])
+
+
+@pytest.mark.parametrize("verb", ["issue-key", "revoke-key", "list-keys"])
+def test_key_verbs_have_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["admin", verb, "--help"])
+    assert exit_.value.code == 0 and verb in capsys.readouterr().out
+
+
+def test_issue_key_arguments() -> None:
+    args = build_parser().parse_args(
+        ["admin", "issue-key", "--account", "alice", "--account", "alice.sub1",
+         "--channel", "program", "--reason", "r", "--ttl", "30d"]
+    )  # fmt: skip
+    assert (args.accounts, args.channel, args.ttl) == (["alice", "alice.sub1"], "program", "30d")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["admin", "issue-key", "--account", "a", "--reason", "r"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ def test_compose_topology() -> None:
         assert gw["environment"]["PRETRADE_REDIS_URL"] == "redis://redis:6379/0"
         assert gw["environment"]["PRETRADE_UPSTREAM"] == "exchange:50061"
         assert gw["environment"]["PRETRADE_INSTANCE"] == name
+        # Authentication is on: both replicas take the operator's admin token (required).
+        assert gw["environment"]["PRETRADE_ADMIN_TOKEN"].startswith("${PRETRADE_ADMIN_TOKEN:?")
         assert gw["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["exchange"]["build"]["dockerfile"] == "docker/Dockerfile"
     for name, service in services.items():
@@ -100,6 +103,7 @@ def test_compose_config_parses_with_a_docker_client() -> None:
     done = subprocess.run(
         [*command, "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"],
         capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PRETRADE_ADMIN_TOKEN": "compose-config-check-token"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
 

@@ -298,6 +298,32 @@ EVIDENCE_KIND_IP: EvidenceKind.ValueType  # 2
 """The client's IP address (the connection's, or a trusted proxy header's)."""
 Global___EvidenceKind: _TypeAlias = EvidenceKind  # noqa: Y015
 
+class _OrderChannel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderChannel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_CHANNEL_UNSPECIFIED: _OrderChannel.ValueType  # 0
+    ORDER_CHANNEL_PROGRAM: _OrderChannel.ValueType  # 1
+    """Programs (bots, algorithms)."""
+    ORDER_CHANNEL_INTERACTIVE: _OrderChannel.ValueType  # 2
+    """A person (an app, a trading screen)."""
+
+class OrderChannel(_OrderChannel, metaclass=_OrderChannelEnumTypeWrapper):
+    """-- API keys ------------------------------------------------------------------
+
+    How orders sent with an API key reach the gateway; the program-trading rule
+    uses it.
+    """
+
+ORDER_CHANNEL_UNSPECIFIED: OrderChannel.ValueType  # 0
+ORDER_CHANNEL_PROGRAM: OrderChannel.ValueType  # 1
+"""Programs (bots, algorithms)."""
+ORDER_CHANNEL_INTERACTIVE: OrderChannel.ValueType  # 2
+"""A person (an app, a trading screen)."""
+Global___OrderChannel: _TypeAlias = OrderChannel  # noqa: Y015
+
 @_typing.final
 class Account(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1810,7 +1836,9 @@ class DecisionRecord(_message.Message):
     policy_version: _builtins.str
     """Hash of the policy files in force."""
     stage: _builtins.str
-    """"validation", "local" or "redis": the last stage that ran."""
+    """"validation", "auth" (the API key check), "local" or "redis": the last
+    stage that ran.
+    """
     local_us: _builtins.int
     """Decision latency: the local part and the Redis call, in microseconds."""
     redis_us: _builtins.int
@@ -1982,6 +2010,7 @@ class AdminAction(_message.Message):
     OLD_VALUE_FIELD_NUMBER: _builtins.int
     NEW_VALUE_FIELD_NUMBER: _builtins.int
     TTL_MS_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     instance: _builtins.str
     request_id: _builtins.str
@@ -1994,6 +2023,11 @@ class AdminAction(_message.Message):
     new_value: _builtins.str
     ttl_ms: _builtins.int
     """Set when the change lapses on its own."""
+    principal: _builtins.str
+    """Who the gateway verified: "token:<name>" (an admin token) or "cert:<common
+    name>" (a client certificate with the admin role); empty with --auth off.
+    `actor` is what the request states.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -2010,10 +2044,11 @@ class AdminAction(_message.Message):
         old_value: _builtins.str = ...,
         new_value: _builtins.str = ...,
         ttl_ms: _builtins.int = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "id", b"id", "instance", b"instance", "new_value", b"new_value", "old_value", b"old_value", "reason", b"reason", "request_id", b"request_id", "target", b"target", "time", b"time", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "id", b"id", "instance", b"instance", "new_value", b"new_value", "old_value", b"old_value", "principal", b"principal", "reason", b"reason", "request_id", b"request_id", "target", b"target", "time", b"time", "ttl_ms", b"ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2525,3 +2560,243 @@ class ListSuspectedAssociationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSuspectedAssociationsResponse: _TypeAlias = ListSuspectedAssociationsResponse  # noqa: Y015
+
+@_typing.final
+class ApiKey(_message.Message):
+    """An order-entry API key as the gateway keeps it (never the secret)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    ISSUED_BY_FIELD_NUMBER: _builtins.int
+    ISSUE_REASON_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    REVOKE_REASON_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """"pk_" and 16 hex digits; the public part of the key. Not a secret."""
+    channel: Global___OrderChannel.ValueType
+    label: _builtins.str
+    """Free text naming the key's holder or use, e.g. "alice's grid bot"."""
+    issued_by: _builtins.str
+    issue_reason: _builtins.str
+    revoked: _builtins.bool
+    revoked_by: _builtins.str
+    revoke_reason: _builtins.str
+    @_builtins.property
+    def account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The accounts the key may act for (an account and its sub-accounts)."""
+
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the key expires on its own."""
+
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        account_ids: _abc.Iterable[_builtins.str] | None = ...,
+        channel: Global___OrderChannel.ValueType = ...,
+        label: _builtins.str = ...,
+        issued_by: _builtins.str = ...,
+        issue_reason: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked: _builtins.bool = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_by: _builtins.str = ...,
+        revoke_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_ids", b"account_ids", "channel", b"channel", "expires_at", b"expires_at", "issue_reason", b"issue_reason", "issued_at", b"issued_at", "issued_by", b"issued_by", "key_id", b"key_id", "label", b"label", "revoke_reason", b"revoke_reason", "revoked", b"revoked", "revoked_at", b"revoked_at", "revoked_by", b"revoked_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015
+
+@_typing.final
+class IssueApiKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    channel: Global___OrderChannel.ValueType
+    """Required: PROGRAM or INTERACTIVE. It overrides the x-pretrade-channel
+    metadata of every order sent with the key.
+    """
+    label: _builtins.str
+    """Optional, at most 256 characters."""
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1-100 accounts; orders and cancels for any other account are refused
+        (ACCOUNT_MISMATCH).
+        """
+
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional: the key expires after this long."""
+
+    def __init__(
+        self,
+        *,
+        account_ids: _abc.Iterable[_builtins.str] | None = ...,
+        channel: Global___OrderChannel.ValueType = ...,
+        label: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_ids", b"account_ids", "actor", b"actor", "channel", b"channel", "label", b"label", "reason", b"reason", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueApiKeyRequest: _TypeAlias = IssueApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class IssueApiKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    API_KEY_FIELD_NUMBER: _builtins.int
+    api_key: _builtins.str
+    """The credential, "<key_id>.<secret>", to send as "authorization: Bearer
+    <api_key>". Returned only here: the gateway cannot show it again.
+    """
+    @_builtins.property
+    def key(self) -> Global___ApiKey: ...
+    def __init__(
+        self,
+        *,
+        key: Global___ApiKey | None = ...,
+        api_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueApiKeyResponse: _TypeAlias = IssueApiKeyResponse  # noqa: Y015
+
+@_typing.final
+class RevokeApiKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    reason: _builtins.str
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "key_id", b"key_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApiKeyRequest: _TypeAlias = RevokeApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeApiKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    ALREADY_REVOKED_FIELD_NUMBER: _builtins.int
+    already_revoked: _builtins.bool
+    """True when the key had been revoked before (nothing changed)."""
+    @_builtins.property
+    def key(self) -> Global___ApiKey: ...
+    def __init__(
+        self,
+        *,
+        key: Global___ApiKey | None = ...,
+        already_revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_revoked", b"already_revoked", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApiKeyResponse: _TypeAlias = RevokeApiKeyResponse  # noqa: Y015
+
+@_typing.final
+class ListApiKeysRequest(_message.Message):
+    """Keys as this gateway enforces them now, sorted by key_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_REVOKED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """Only keys bound to this account; empty: all."""
+    include_revoked: _builtins.bool
+    page_size: _builtins.int
+    """Default 100, at most 1000."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        include_revoked: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "include_revoked", b"include_revoked", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysRequest: _TypeAlias = ListApiKeysRequest  # noqa: Y015
+
+@_typing.final
+class ListApiKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]: ...
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[Global___ApiKey] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysResponse: _TypeAlias = ListApiKeysResponse  # noqa: Y015

@@ -163,6 +163,21 @@ class AdminStub:
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsRequest.SerializeToString,
                 response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsResponse.FromString,
                 _registered_method=True)
+        self.IssueApiKey = channel.unary_unary(
+                '/pretrade.v1.Admin/IssueApiKey',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.IssueApiKeyRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.IssueApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/pretrade.v1.Admin/RevokeApiKey',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/pretrade.v1.Admin/ListApiKeys',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -342,6 +357,27 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueApiKey(self, request, context):
+        """API keys for order entry, each bound to accounts and a channel. The key is
+        returned once, by IssueApiKey; the gateway stores only a hash of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """A revoked key is refused by every gateway within milliseconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -469,6 +505,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListSuspectedAssociations,
                     request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsRequest.FromString,
                     response_serializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsResponse.SerializeToString,
+            ),
+            'IssueApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueApiKey,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.IssueApiKeyRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.IssueApiKeyResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListApiKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1150,6 +1201,87 @@ class Admin:
             '/pretrade.v1.Admin/ListSuspectedAssociations',
             pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsRequest.SerializeToString,
             pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/IssueApiKey',
+            pretrade_dot_v1_dot_admin__pb2.IssueApiKeyRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.IssueApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/RevokeApiKey',
+            pretrade_dot_v1_dot_admin__pb2.RevokeApiKeyRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListApiKeys',
+            pretrade_dot_v1_dot_admin__pb2.ListApiKeysRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListApiKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

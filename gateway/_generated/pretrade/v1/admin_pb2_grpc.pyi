@@ -90,6 +90,13 @@ class AdminStub:
     """Devices and IP addresses seen with more accounts than the policy allows
     within its window (each also raised a SUSPECTED_ASSOCIATION audit event).
     """
+    IssueApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueApiKeyRequest, _admin_pb2.IssueApiKeyResponse]
+    """API keys for order entry, each bound to accounts and a channel. The key is
+    returned once, by IssueApiKey; the gateway stores only a hash of it.
+    """
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeApiKeyRequest, _admin_pb2.RevokeApiKeyResponse]
+    """A revoked key is refused by every gateway within milliseconds."""
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -153,6 +160,13 @@ class AdminAsyncStub(AdminStub):
     """Devices and IP addresses seen with more accounts than the policy allows
     within its window (each also raised a SUSPECTED_ASSOCIATION audit event).
     """
+    IssueApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueApiKeyRequest, _admin_pb2.IssueApiKeyResponse]  # type: ignore[assignment]
+    """API keys for order entry, each bound to accounts and a channel. The key is
+    returned once, by IssueApiKey; the gateway stores only a hash of it.
+    """
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeApiKeyRequest, _admin_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """A revoked key is refused by every gateway within milliseconds."""
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListApiKeysRequest, _admin_pb2.ListApiKeysResponse]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Operations and risk staff's controls. Served on the gateway's admin port,
@@ -363,5 +377,30 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """Devices and IP addresses seen with more accounts than the policy allows
         within its window (each also raised a SUSPECTED_ASSOCIATION audit event).
         """
+
+    @_abc_1.abstractmethod
+    def IssueApiKey(
+        self,
+        request: _admin_pb2.IssueApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.IssueApiKeyResponse, _abc.Awaitable[_admin_pb2.IssueApiKeyResponse]]:
+        """API keys for order entry, each bound to accounts and a channel. The key is
+        returned once, by IssueApiKey; the gateway stores only a hash of it.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _admin_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RevokeApiKeyResponse, _abc.Awaitable[_admin_pb2.RevokeApiKeyResponse]]:
+        """A revoked key is refused by every gateway within milliseconds."""
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _admin_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListApiKeysResponse, _abc.Awaitable[_admin_pb2.ListApiKeysResponse]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -88,6 +88,15 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     the resting order stays. `ErrorInfo.metadata` names the resting order
     (`conflicting_order_id`, `conflicting_price`).
     """
+    REASON_UNAUTHENTICATED: _Reason.ValueType  # 60
+    """Authentication and authorisation (60-69).
+    No API key, a malformed one, or one that is unknown, revoked or expired
+    (UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
+    """
+    REASON_ACCOUNT_MISMATCH: _Reason.ValueType  # 61
+    """The API key is valid but not bound to the order's account
+    (PERMISSION_DENIED).
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why the gateway refused or throttled a call.
@@ -164,5 +173,14 @@ The order would trade against a resting order of an account linked to
 the same group (self-trade prevention, "expire taker"): it is refused and
 the resting order stays. `ErrorInfo.metadata` names the resting order
 (`conflicting_order_id`, `conflicting_price`).
+"""
+REASON_UNAUTHENTICATED: Reason.ValueType  # 60
+"""Authentication and authorisation (60-69).
+No API key, a malformed one, or one that is unknown, revoked or expired
+(UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
+"""
+REASON_ACCOUNT_MISMATCH: Reason.ValueType  # 61
+"""The API key is valid but not bound to the order's account
+(PERMISSION_DENIED).
 """
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
