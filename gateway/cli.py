@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(serve, "--upstream", "UPSTREAM", None, "upstream order-entry service HOST:PORT")
     _opt(serve, "--policy", "POLICY", "limits", "policy file or directory")
     _opt(serve, "--log-level", "LOG_LEVEL", "info", "debug, info, warning or error")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=_env("WORKERS", "1"),
+        help=(
+            "gateway processes sharing the order-entry and admin ports (SO_REUSEPORT) "
+            "under one supervisor; they share one Redis and one upstream "
+            "(env PRETRADE_WORKERS; default: 1)"
+        ),
+    )
 
     exchange = commands.add_parser(
         "exchange",
@@ -102,6 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.embedded_redis import RedisNotFoundError
     from gateway.policy import PolicyError
     from gateway.server import serve
+    from gateway.workers import WorkerError
 
     settings = Settings(
         listen=args.listen,
@@ -111,10 +122,11 @@ def _serve(args: argparse.Namespace) -> int:
         upstream=args.upstream or None,
         policy=pathlib.Path(args.policy),
         log_level=args.log_level,
+        workers=args.workers,
     )
     try:
         _run_loop(serve(settings))
-    except (RedisNotFoundError, PolicyError) as exc:
+    except (RedisNotFoundError, PolicyError, WorkerError) as exc:
         print(f"pretrade-gateway: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -154,6 +166,19 @@ def _run_loop(coro: Any) -> None:
         asyncio.run(coro)
     else:
         uvloop.run(coro)
+
+
+MAX_WORKERS = 64
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"workers must be 1 to {MAX_WORKERS}, not {text!r}")
+    return count
 
 
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")

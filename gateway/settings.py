@@ -29,3 +29,7 @@ class Settings:
     log_level: str = "info"
     #: Seconds given to in-flight calls on shutdown.
     grace_s: float = 5.0
+    #: Gateway processes sharing the ports (``serve --workers``); 1 runs in this process.
+    workers: int = 1
+    #: Bind with SO_REUSEPORT, so that several workers can share the ports.
+    reuse_port: bool = False
