@@ -44,16 +44,27 @@ class SnapshotFollower:
         self.reloads = 0
 
     async def start(self, timeout_s: float = 10.0) -> None:
-        """Start following and wait until the first full load is in (or raise)."""
+        """Start following and wait until the first full load is in (or raise).
+
+        Gives up after ``timeout_s`` without progress (no connection, no
+        subscription, no batch of records read), not after ``timeout_s`` in
+        all: a large snapshot (10^6 flagged accounts) takes longer than that
+        to read, and is fine as long as it keeps coming.
+        """
         self._task = asyncio.create_task(self._run(), name="snapshot-follower")
         waiter = asyncio.ensure_future(self._first_load.wait())
-        done, _ = await asyncio.wait(
-            {waiter, self._task}, timeout=timeout_s, return_when="FIRST_COMPLETED"
-        )
-        if waiter not in done:
-            waiter.cancel()
-            await self.stop()
-            raise ConnectionError("could not load the flag snapshot from Redis in time")
+        while True:
+            read_before = self._store.records_read
+            done, _ = await asyncio.wait(
+                {waiter, self._task}, timeout=timeout_s, return_when="FIRST_COMPLETED"
+            )
+            if self._first_load.is_set():
+                waiter.cancel()
+                return
+            if self._task in done or self._store.records_read == read_before:
+                waiter.cancel()
+                await self.stop()
+                raise ConnectionError("could not load the flag snapshot from Redis in time")
 
     async def stop(self) -> None:
         if self._task is not None:
