@@ -259,6 +259,8 @@ def markdown(doc: Doc) -> str:
             out += ["", _table(table["columns"], table["rows"], digits=2)]
         for note in sc.get("notes", []):
             out += ["", f"- {note}"]
+        for warning in sc.get("warnings", []):
+            out += ["", f"- **warning**: {warning}"]
         out.append("")
         out.append(f"_{sc.get('duration_s', '?')} s_")
     out.append("")

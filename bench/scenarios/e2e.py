@@ -9,10 +9,10 @@ Three servers, each its own process, all on uvloop, one Redis:
   front of the bare exchange, one more hop.
 
 The client (``bench/loadgen.py``) sends accepted orders: sequentially, then
-closed-loop at concurrency 1, 16, 64, 256, then open-loop at fixed rates set
-to fractions of the bare server's best closed-loop throughput measured just
-before. Repetitions are interleaved over the targets, so drift on a noisy
-machine spreads evenly.
+closed-loop at concurrency 1, 16, 64, 256, then open-loop at two fixed rates,
+the same for all three: 50% and 80% of the best closed-loop throughput of the
+slowest deployment, measured just before. Repetitions are interleaved over the
+targets, so drift on a noisy machine spreads evenly.
 """
 
 from __future__ import annotations
@@ -94,17 +94,16 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
     scratch = ctx.dir("e2e")
     done = run_loadgen({**base, "phases": phases}, scratch, "loadgen-closed")
 
-    bare_peak = max(
-        statistics.median(
-            p["rep"]["throughput_per_s"] for p in done if (p["id"], p["target"]) == (config, "bare")
-        )
-        for config in (f"closed_c{c}" for c in CONCURRENCY)
-    )
+    peaks = {target: _peak(done, target) for target in targets}
+    # One rate for all three, below what the slowest of them sustains: the same offered
+    # load, and any queueing that shows is latency, not overload.
+    slowest = min(peaks, key=lambda t: peaks[t])
+    base_rate = peaks[slowest]
     open_phases = [
         {
             "id": f"open_{round(f * 100)}pct",
             "mode": "open",
-            "rate_per_s": round(f * bare_peak),
+            "rate_per_s": round(f * base_rate),
             "duration_s": duration,
             "target": target,
             "mix": "accept",
@@ -122,18 +121,20 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
         **{f"closed_c{c}": f"closed loop, {c} in flight" for c in CONCURRENCY},
         **{
             f"open_{round(f * 100)}pct": (
-                f"open loop at {round(f * bare_peak)}/s ({round(f * 100)}% of the bare server's "
-                "best closed-loop throughput); latency from when each call was due"
+                f"open loop at {round(f * base_rate)}/s ({round(f * 100)}% of the {slowest} "
+                "deployment's best closed-loop throughput); latency from when each call was due"
             )
             for f in OPEN_FRACTIONS
         },
     }
     rows = rows_from_phases(done, descriptions)
-    errors = [f"{r['name']}: {r['errors']} unexpected outcomes" for r in rows if r["errors"]]
+    # Failed calls (e.g. deadlines under overload) are results, shown per row; not a broken run.
+    warnings = [f"{r['name']}: {r['errors']} calls failed" for r in rows if r["errors"]]
     out = result(
         TITLE,
         rows,
-        bare_peak_throughput_per_s=bare_peak,
+        closed_loop_peak_per_s=peaks,
+        open_loop_base={"target": slowest, "rate_per_s": base_rate},
         notes=[
             "client_cpu_pct / server_cpu_pct in the JSON show which side was saturated "
             "(100% = one core); on 2 cores the client and the server share the machine.",
@@ -141,10 +142,20 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
         ],
         tables=[_ratio_table(rows)],
     )
-    out["errors"] = errors
-    if errors:
-        out["status"] = "error"
+    out["warnings"] = warnings
     return out
+
+
+def _peak(phases: list[dict[str, Any]], target: str) -> float:
+    """Best median closed-loop throughput of ``target`` over the concurrency levels."""
+    return max(
+        statistics.median(
+            p["rep"]["throughput_per_s"]
+            for p in phases
+            if p["id"] == f"closed_c{c}" and p["target"] == target
+        )
+        for c in CONCURRENCY
+    )
 
 
 def _ratio_table(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -96,7 +96,8 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
             tp, base = row.get("throughput_per_s"), one.get("throughput_per_s")
             cells += [tp, f"{tp / base:.2f}x" if tp and base else "-", row.get("server_cpu_pct")]
         table_rows.append(cells)
-    errors = [f"{r['name']}: {r['errors']} unexpected outcomes" for r in rows if r["errors"]]
+    # Failed calls (e.g. deadlines under overload) are results, shown per row; not a broken run.
+    warnings = [f"{r['name']}: {r['errors']} calls failed" for r in rows if r["errors"]]
     out = result(
         TITLE,
         rows,
@@ -113,7 +114,5 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
             "(100% = one core); the client process shares the same cores.",
         ],
     )  # fmt: skip
-    out["errors"] = errors
-    if errors:
-        out["status"] = "error"
+    out["warnings"] = warnings
     return out
