@@ -29,6 +29,7 @@ CLIENT_ORDER_ID_RULE = "1-36 of A-Z a-z 0-9 . _ : / -"
 ORDER_ID_RULE = "1-64 of A-Z a-z 0-9 . _ : / -"
 PRODUCT_RULE = "1-32 of a-z 0-9 _ - starting with a letter"
 
+_PLACE, _CANCEL, _AMEND = Action.PLACE, Action.CANCEL, Action.AMEND  # ~0.1 us per lookup
 _SIDES = frozenset({pb.SIDE_BUY, pb.SIDE_SELL})
 _TYPES = frozenset({pb.ORDER_TYPE_LIMIT, pb.ORDER_TYPE_MARKET})
 _TIFS = frozenset(pb.TimeInForce.values())
@@ -106,7 +107,7 @@ def parse_place(request: pb.PlaceOrderRequest) -> OrderCall | Denial:
     if denial is not None:
         return denial
     return OrderCall(
-        action=Action.PLACE,
+        action=_PLACE,
         account_id=request.account_id,
         symbol=request.symbol,
         side=request.side,
@@ -128,7 +129,7 @@ def parse_cancel(request: pb.CancelOrderRequest) -> OrderCall | Denial:
     if denial is not None:
         return denial
     return OrderCall(
-        action=Action.CANCEL,
+        action=_CANCEL,
         account_id=request.account_id,
         symbol=request.symbol,
         order_id=request.order_id,
@@ -149,7 +150,7 @@ def parse_amend(request: pb.AmendOrderRequest) -> OrderCall | Denial:
     if denial is not None:
         return denial
     return OrderCall(
-        action=Action.AMEND,
+        action=_AMEND,
         account_id=request.account_id,
         symbol=request.symbol,
         quantity=quantity,
