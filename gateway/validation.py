@@ -8,13 +8,13 @@ restricted to characters that are safe inside Redis keys and hash tags.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.decimals import DecimalFormatError, parse_positive_decimal
 from gateway.model import Action
 from gateway.reasons import Denial, FieldViolation, invalid
+from gateway.records import hot_record
 
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._/-]{0,31}")
@@ -35,7 +35,7 @@ _TYPES = frozenset({pb.ORDER_TYPE_LIMIT, pb.ORDER_TYPE_MARKET})
 _TIFS = frozenset(pb.TimeInForce.values())
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class OrderCall:
     """One validated order-entry call, as the checks see it."""
 
