@@ -8,6 +8,7 @@ so messages and reloads may interleave in any order.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
@@ -24,6 +25,7 @@ from gateway.model import (
 Fields = Mapping[str, str]
 RawFlags = Mapping[FlagKind, Mapping[str, Fields]]
 _R = TypeVar("_R")
+_ACCOUNTS, _SYMBOLS = 0, 1  # tables in Snapshot._expiries
 
 
 def now_ms() -> int:
@@ -45,6 +47,10 @@ class Snapshot:
         #: False while the follower is disconnected from Redis (the flags stay in force).
         self.synced = False
         self._listeners: list[Callable[[FlagKind, str], None]] = []
+        #: (expires_ms, table, key) of each record with a TTL, soonest first, so a purge
+        #: visits only what is due instead of every record (10^6 flags: 180 ms a pass).
+        #: Entries of records replaced since are skipped when they come up.
+        self._expiries: list[tuple[int, int, str]] = []
 
     # -- reads (hot path) -------------------------------------------------
 
@@ -83,7 +89,10 @@ class Snapshot:
             if fields is None:
                 states.pop(key, None)
             else:
-                states[key] = state_record_from_fields(fields)
+                record = states[key] = state_record_from_fields(fields)
+                if record.expires_ms:
+                    table = _SYMBOLS if kind is FlagKind.SYMBOL_STATUS else _ACCOUNTS
+                    self._add_expiry(record.expires_ms, table, key)
         if kind is FlagKind.SYMBOL_SPEC:
             self._refresh_symbol(key)
         self.last_update_ms = now_ms()
@@ -102,6 +111,7 @@ class Snapshot:
         )
         self.admin_specs = _decode(raw.get(FlagKind.SYMBOL_SPEC, {}), spec_record_from_fields, bad)
         self._rebuild_symbols()
+        self._rebuild_expiries()
         self.last_update_ms = now_ms()
         return bad
 
@@ -112,9 +122,13 @@ class Snapshot:
     def purge_lapsed(self, at_ms: int) -> int:
         """Drop records whose TTL has passed (Redis expires its copies on its own)."""
         dropped = 0
-        for table in (self.accounts, self.symbol_status):
-            for key in [k for k, r in table.items() if not r.in_force(at_ms)]:
-                del table[key]
+        tables = (self.accounts, self.symbol_status)
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= at_ms:
+            expires_ms, table, key = heapq.heappop(expiries)
+            record = tables[table].get(key)
+            if record is not None and record.expires_ms == expires_ms:
+                del tables[table][key]
                 dropped += 1
         return dropped
 
@@ -156,6 +170,20 @@ class Snapshot:
         symbols = dict(self._policy_specs)
         symbols.update({k: r.spec for k, r in self.admin_specs.items()})
         self.symbols = symbols
+
+    def _add_expiry(self, expires_ms: int, table: int, key: str) -> None:
+        heapq.heappush(self._expiries, (expires_ms, table, key))
+        if len(self._expiries) > 2 * (len(self.accounts) + len(self.symbol_status)) + 1024:
+            self._rebuild_expiries()  # mostly entries of replaced records: start afresh
+
+    def _rebuild_expiries(self) -> None:
+        self._expiries = [
+            (record.expires_ms, table, key)
+            for table, records in enumerate((self.accounts, self.symbol_status))
+            for key, record in records.items()
+            if record.expires_ms
+        ]
+        heapq.heapify(self._expiries)
 
     def _notify(self, kind: FlagKind, key: str) -> None:
         for listener in self._listeners:
