@@ -22,10 +22,12 @@ is not the right thing to compare.
 from __future__ import annotations
 
 import importlib.util
+import pathlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import gateway
 from bench.lib.inproc import PLACE
 from gateway.engine import Gatekeeper
 
@@ -51,7 +53,16 @@ THREE_CHECKS = (
 
 
 def counters_present() -> bool:
-    return importlib.util.find_spec(COUNTERS_MODULE) is not None
+    """Whether the ``gateway`` package being run has the counter step.
+
+    Checked against that package's own folder: an editable install of another
+    checkout can make ``find_spec`` resolve ``gateway.counters`` from there.
+    """
+    spec = importlib.util.find_spec(COUNTERS_MODULE)
+    if spec is None or spec.origin is None:
+        return False
+    package = pathlib.Path(gateway.__file__).resolve().parent
+    return pathlib.Path(spec.origin).resolve().is_relative_to(package)
 
 
 def expected_full_decision_round_trips() -> int:
