@@ -8,15 +8,18 @@ with no change to the scenarios. What changes with it is decided here:
 * :func:`counters_present` switches on the figures that need the counter step
   (round trips of a full decision expected to be 1, the 1.3x-of-EVALSHA and
   3x-faster-than-limits targets, our side of the peer comparison);
-* :data:`THREE_CHECKS` are the three counter checks per order that the peer
-  library does in the ``peer`` scenario. The bench policy
-  (``bench/policy/bench.toml``) must declare the same three limits for the
-  gateway, set high enough that the suite's orders are all accepted;
+* :data:`THREE_CHECKS` are the three counter checks per order, done by the
+  peer library in the ``peer`` scenario and declared for the gateway by
+  :func:`bench_policy`;
+* :func:`bench_policy` is the policy every gateway of the suite runs with:
+  ``bench/policy`` (the symbols), plus, when the counter step is present, the
+  three checks as ``order_rate`` limits for every account (``[limits.default]``,
+  the policy syntax of ``docs/counters.md``);
 * :func:`our_side` is our side of the peer comparison.
 
-Plugging the counter step in therefore means: add the three limits to
-``bench/policy/bench.toml``; adjust :func:`our_side` only if the full decision
-is not the right thing to compare.
+So nothing needs to change when the counter step arrives; adjust
+:func:`limits_toml` if its policy syntax differs, :func:`our_side` if the full
+decision is not the right thing to compare.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 import gateway
 from bench.lib.inproc import PLACE
+from bench.lib.procs import BENCH_POLICY
 from gateway.engine import Gatekeeper
 
 COUNTERS_MODULE = "gateway.counters"
@@ -43,12 +47,14 @@ class CounterCheck:
     window_s: int
 
 
-#: The three checks per order on both sides of the peer comparison. The limits
-#: are far above what the suite sends per account, so every order is accepted.
+#: The three checks per order on both sides of the peer comparison: per-account
+#: order rates over 10 s, 1 min and 1 day, as a venue would set them (Binance:
+#: 50 per 10 s, 160,000 per day), scaled up so that the suite's orders, spread
+#: over 1024 accounts, are all accepted: it measures the cost of passing them.
 THREE_CHECKS = (
-    CounterCheck("orders_10s", limit=1_000_000, window_s=10),
-    CounterCheck("orders_1m", limit=5_000_000, window_s=60),
-    CounterCheck("orders_1d", limit=100_000_000, window_s=86_400),
+    CounterCheck("orders_10s", limit=1_000, window_s=10),
+    CounterCheck("orders_1m", limit=1_000, window_s=60),
+    CounterCheck("orders_1d", limit=200_000, window_s=86_400),
 )
 
 
@@ -63,6 +69,30 @@ def counters_present() -> bool:
         return False
     package = pathlib.Path(gateway.__file__).resolve().parent
     return pathlib.Path(spec.origin).resolve().is_relative_to(package)
+
+
+def limits_toml() -> str:
+    """:data:`THREE_CHECKS` as policy limits for every account (the counter step's syntax)."""
+    windows = ", ".join(f'"{c.limit}/{_window(c.window_s)}"' for c in THREE_CHECKS)
+    return f"\n[limits.default]\norder_rate = [{windows}]\n"
+
+
+def _window(seconds: int) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def bench_policy(scratch: pathlib.Path) -> pathlib.Path:
+    """The policy for this run: the bench symbols, with the three limits if counters exist."""
+    if not counters_present():
+        return BENCH_POLICY
+    folder = scratch / "bench-policy"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "".join(p.read_text() for p in sorted(BENCH_POLICY.glob("*.toml")))
+    (folder / "bench.toml").write_text(text + limits_toml())
+    return folder
 
 
 def expected_full_decision_round_trips() -> int:

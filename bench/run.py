@@ -74,7 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="pretrade-bench-"))
-    ctx = Context(smoke=args.smoke, reps=args.reps or (2 if args.smoke else 5), scratch=scratch)
+    ctx = Context(
+        smoke=args.smoke,
+        reps=args.reps or (2 if args.smoke else 5),
+        scratch=scratch,
+        policy=counters_hook.bench_policy(scratch),
+    )
 
     started = time.time()
     results: dict[str, Result] = {}

@@ -17,6 +17,8 @@ class Context:
     smoke: bool
     reps: int
     scratch: pathlib.Path
+    #: The policy file or folder every gateway of the run uses (bench/counters_hook.py).
+    policy: pathlib.Path
     notes: list[str] = field(default_factory=list)
 
     def pick(self, full: _T, smoke: _T) -> _T:

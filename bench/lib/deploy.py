@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass, field
 
-from bench.lib.procs import BENCH_POLICY, Proc, Procs
+from bench.lib.procs import Proc, Procs
 from gateway.embedded_redis import free_port
 
 READY_TIMEOUT_S = 120.0
@@ -30,12 +31,15 @@ def exchange(group: Procs, name: str = "exchange") -> Server:
     return Server(proc, address)
 
 
-def interceptor(group: Procs, redis_url: str, name: str = "interceptor") -> Server:
+def interceptor(
+    group: Procs, redis_url: str, policy: pathlib.Path, name: str = "interceptor"
+) -> Server:
     """The reference exchange's own server with the interceptor in it."""
     address = f"127.0.0.1:{free_port()}"
     proc = group.python(
-        name, "-m", "bench.servers.interceptor", "--listen", address, "--redis-url", redis_url
-    )
+        name, "-m", "bench.servers.interceptor",
+        "--listen", address, "--redis-url", redis_url, "--policy", str(policy),
+    )  # fmt: skip
     proc.wait_for_event("interceptor.ready", READY_TIMEOUT_S)
     return Server(proc, address)
 
@@ -43,10 +47,10 @@ def interceptor(group: Procs, redis_url: str, name: str = "interceptor") -> Serv
 def gateway(
     group: Procs,
     redis_url: str,
+    policy: pathlib.Path,
     name: str = "gateway",
     upstream: str | None = None,
     workers: int = 1,
-    policy: str = str(BENCH_POLICY),
 ) -> Server:
     """``pretrade-gateway serve`` (the proxy), optionally with ``--workers``."""
     address = f"127.0.0.1:{free_port()}"
@@ -56,7 +60,7 @@ def gateway(
         "--listen", address,
         "--admin-listen", admin,
         "--redis-url", redis_url,
-        "--policy", policy,
+        "--policy", str(policy),
         *(("--upstream", upstream) if upstream else ()),
         *(("--workers", str(workers)) if workers > 1 else ()),
     ]  # fmt: skip

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import pathlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from bench.lib.orders import PLACE_PATH
-from bench.lib.procs import BENCH_POLICY
 from bench.lib.redis_probe import HOT_NAME, name_connections
 from gateway.engine import ORDER_METHODS, Gatekeeper, OrderMethod
 from gateway.policy import load_policy
@@ -20,7 +20,7 @@ Screen = Callable[[OrderMethod, Any], Awaitable[Any]]
 
 
 @contextlib.asynccontextmanager
-async def open_gatekeeper(redis_url: str, policy: Any = BENCH_POLICY) -> AsyncIterator[Gatekeeper]:
+async def open_gatekeeper(redis_url: str, policy: pathlib.Path) -> AsyncIterator[Gatekeeper]:
     """A Gatekeeper exactly as the gateway opens one, its hot-path connections named."""
     keeper = await Gatekeeper.open(redis_url, load_policy(policy))
     await name_connections(keeper.redis, HOT_NAME)

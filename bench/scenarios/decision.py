@@ -49,7 +49,7 @@ async def _run(ctx: Context, url: str) -> Result:
     raw_refused = [r.SerializeToString() for r in refused]
     errors: list[str] = []
 
-    async with open_gatekeeper(url) as keeper:
+    async with open_gatekeeper(url, ctx.policy) as keeper:
         engine = keeper.engine
         screen = engine.screen
         trivial = keeper.redis.register_script("return 1")

@@ -55,8 +55,8 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
     count = ctx.pick(1000, 50)
     duration = ctx.pick(1.5, 0.3)
     bare = deploy.exchange(group, "bare")
-    guarded = deploy.interceptor(group, redis_url)
-    proxy = deploy.gateway(group, redis_url, "proxy", upstream=bare.address)
+    guarded = deploy.interceptor(group, redis_url, ctx.policy)
+    proxy = deploy.gateway(group, redis_url, ctx.policy, "proxy", upstream=bare.address)
     targets = {
         "bare": bare.target(),
         "interceptor": guarded.target(),

@@ -112,7 +112,7 @@ async def _run(ctx: Context, url: str) -> Result:
     ]  # fmt: skip
 
     errors: list[str] = []
-    async with open_gatekeeper(url) as keeper:
+    async with open_gatekeeper(url, ctx.policy) as keeper:
         ours = counters_hook.our_side(keeper)
         plan.append(
             (

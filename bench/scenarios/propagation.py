@@ -47,8 +47,8 @@ def run(ctx: Context) -> Result:
     redis = EmbeddedRedis(scratch / "redis").start()
     try:
         with Procs(scratch) as group:
-            a = deploy.gateway(group, redis.url, "gateway-a")
-            b = deploy.gateway(group, redis.url, "gateway-b")
+            a = deploy.gateway(group, redis.url, ctx.policy, "gateway-a")
+            b = deploy.gateway(group, redis.url, ctx.policy, "gateway-b")
             return uvloop.run(_run(ctx, a.admin_address, b.address))
     finally:
         redis.stop()

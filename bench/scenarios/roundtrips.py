@@ -51,7 +51,7 @@ async def _run(ctx: Context, url: str) -> Result:
     full_expected = counters_hook.expected_full_decision_round_trips()
 
     cases: list[dict[str, Any]] = []
-    async with open_gatekeeper(url) as keeper:
+    async with open_gatekeeper(url, ctx.policy) as keeper:
         screen = keeper.engine.screen
         trivial = keeper.redis.register_script("return 1")
         await trivial()  # connection opened and named, script cached: outside the window

@@ -46,7 +46,12 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
     phases: list[dict[str, Any]] = []
     for workers in counts:
         gateway = deploy.gateway(
-            group, redis_url, f"gateway-w{workers}", upstream=exchange.address, workers=workers
+            group,
+            redis_url,
+            ctx.policy,
+            f"gateway-w{workers}",
+            upstream=exchange.address,
+            workers=workers,
         )
         target = f"{workers}_workers"
         plan = {

@@ -16,7 +16,6 @@ import structlog
 import uvloop
 from grpc import aio
 
-from bench.lib.procs import BENCH_POLICY
 from gateway import Gatekeeper, PreTradeInterceptor, load_policy
 from gateway.exchange import ReferenceExchange, add_to_server
 from gateway.logs import configure_logging
@@ -44,7 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.servers.interceptor")
     parser.add_argument("--listen", required=True)
     parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--policy", default=str(BENCH_POLICY))
+    parser.add_argument("--policy", required=True)
     args = parser.parse_args()
     configure_logging("info", json=True)
     uvloop.run(serve(args.listen, args.redis_url, args.policy))
