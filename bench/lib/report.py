@@ -127,7 +127,7 @@ def evaluate_targets(doc: Doc) -> list[Target]:
             added_ratio,
             lambda v: v <= 1.3,
             (
-                f"{added_ratio:.2f}x (+{added:.0f} us vs EVALSHA {evalsha:.0f} us)"
+                f"{added_ratio:.2f}x ({added:+.0f} us vs EVALSHA {evalsha:.0f} us)"
                 if added_ratio is not None and added is not None and evalsha
                 else ""
             ),

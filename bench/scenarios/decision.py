@@ -85,7 +85,9 @@ async def _run(ctx: Context, url: str) -> Result:
              from_bytes, raw_refused, local_n),
             ("flag_refusal_rendered", "the same plus building the rich gRPC status",
              refusal_rendered, refused, local_n),
-            ("accept", _accept_description(), None, accepted, local_n),
+            # With the counter step an accepted order is a Redis round trip: size it like one.
+            ("accept", _accept_description(), None, accepted,
+             redis_n if counters_hook.counters_present() else local_n),
             ("evalsha_trivial", "one EVALSHA of `return 1`, same client and loop (1 round trip)",
              evalsha, [None], redis_n),
             ("ping", "one PING, same client and loop", ping, [None], redis_n),
