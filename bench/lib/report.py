@@ -274,6 +274,52 @@ def _met(met: bool | None) -> str:
 # -- plot ---------------------------------------------------------------------
 
 
+_TARGET_COLORS = {"bare": "tab:blue", "interceptor": "tab:orange", "proxy": "tab:green"}
+
+
+def _panels(doc: Doc) -> list[tuple[str, list[tuple[Mapping[str, Any], str, str, str]]]]:
+    """Each panel: a title and its curves (row, label, colour, line style)."""
+    decision = [
+        ("flag_refusal", "flag refusal", "tab:blue", "-"),
+        ("flag_refusal_rendered", "flag refusal + rich status", "tab:cyan", "--"),
+        ("accept", "accepted (full decision)", "tab:orange", "-"),
+        ("evalsha_trivial", "bare EVALSHA", "tab:gray", ":"),
+    ]
+    loads = (("sequential", "sequential", "-"), ("closed_c64", "64 in flight", "--"))
+    e2e_closed = [
+        (f"{load}_{target}", f"{target}, {label}", color, style)
+        for load, label, style in loads
+        for target, color in _TARGET_COLORS.items()
+    ]
+    e2e_names = [r["name"] for r in (scenario(doc, "e2e") or {}).get("rows", [])]
+    open_ids = sorted({n.rsplit("_", 1)[0] for n in e2e_names if n.startswith("open_")})
+    e2e_open = [
+        (f"{load}_{target}", f"{target}, {_share(load)} load", color, style)
+        for load, style in zip(open_ids, ("-", "--"), strict=False)
+        for target, color in _TARGET_COLORS.items()
+    ]
+    propagation = [
+        ("propagation", "admin call at A -> enforced at B", "tab:red", "-"),
+        ("admin_ack", "admin call answered by A", "tab:gray", ":"),
+    ]
+    panels = []
+    for title, name, curves in (
+        ("In-process decision", "decision", decision),
+        ("End to end over gRPC (closed loop)", "e2e", e2e_closed),
+        ("End to end over gRPC (open loop, from due time)", "e2e", e2e_open),
+        ("Admin change propagation", "propagation", propagation),
+    ):
+        rows = {r["name"]: r for r in _rows_with_spectrum(doc, name, None)}
+        drawn = [(rows[n], label, c, st) for n, label, c, st in curves if n in rows]
+        if drawn:
+            panels.append((title, drawn))
+    return panels
+
+
+def _share(open_id: str) -> str:
+    return open_id.removeprefix("open_").replace("pct", "%")
+
+
 def plot(doc: Doc, path: Any) -> str | None:
     """Percentile spectra of the latency rows; returns an error message instead of raising."""
     try:
@@ -285,22 +331,19 @@ def plot(doc: Doc, path: Any) -> str | None:
     except ImportError as exc:
         return f"matplotlib missing ({exc}); install the bench extra"
 
-    panels = [
-        ("decision", "In-process decision", None),
-        ("e2e", "End to end over gRPC", ("sequential_", "closed_c64_", "open_")),
-        ("propagation", "Admin change propagation", None),
-    ]
-    panels = [p for p in panels if _rows_with_spectrum(doc, p[0], p[2])]
+    panels = _panels(doc)
     if not panels:
         return NOTHING_TO_PLOT
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
+    columns = min(2, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(7.0 * columns, 4.6 * rows), squeeze=False)
     ticks = [0.0, 50.0, 90.0, 99.0, 99.9, 99.99]
-    for ax, (name, title, prefixes) in zip(axes[0], panels, strict=True):
-        for r in _rows_with_spectrum(doc, name, prefixes):
+    flat = [ax for line in axes for ax in line]
+    for ax, (title, curves) in zip(flat, panels, strict=False):
+        for r, label, color, style in curves:
             points = [(p, v) for p, v in r["spectrum_us"] if p < 100.0]
             xs = [1.0 / (1.0 - p / 100.0) for p, _ in points]
-            ys = [v for _, v in points]
-            ax.plot(xs, ys, marker=".", label=r["name"])
+            ax.plot(xs, [v for _, v in points], style, color=color, marker=".", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(FixedLocator([1.0 / (1.0 - t / 100.0) for t in ticks]))
@@ -310,17 +353,20 @@ def plot(doc: Doc, path: Any) -> str | None:
         )
         ax.set_xlabel("percentile")
         ax.set_ylabel("latency (us)")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    for ax in flat[len(panels) :]:
+        ax.set_visible(False)
     m = doc.get("machine", {})
     fig.suptitle(
-        f"pretrade-gateway benchmarks ({doc.get('mode')}), {m.get('nproc')} CPUs "
-        f"{m.get('cpu_model')}, Python {m.get('python')}, {doc.get('started_at', '')[:19]}",
+        f"pretrade-gateway benchmarks ({doc.get('mode')} run, {doc.get('started_at', '')[:16]}): "
+        f"{m.get('nproc')} CPUs {m.get('cpu_model')}, Python {m.get('python')}; "
+        "percentiles of all repetitions pooled",
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return None
 
