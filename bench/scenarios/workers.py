@@ -99,7 +99,12 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
             row = by_name.get(f"{mix}_c{CONCURRENCY}_{workers}_workers", {})
             one = by_name.get(f"{mix}_c{CONCURRENCY}_1_workers", {})
             tp, base = row.get("throughput_per_s"), one.get("throughput_per_s")
-            cells += [tp, f"{tp / base:.2f}x" if tp and base else "-", row.get("server_cpu_pct")]
+            cells += [
+                tp,
+                f"{tp / base:.2f}x" if tp and base else "-",
+                row.get("server_cpu_pct"),
+                row.get("client_cpu_pct"),
+            ]
         table_rows.append(cells)
     # Failed calls (e.g. deadlines under overload) are results, shown per row; not a broken run.
     warnings = [f"{r['name']}: {r['errors']} calls failed" for r in rows if r["errors"]]
@@ -109,8 +114,8 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
         workers=list(counts),
         table={
             "columns": [
-                "workers", "accepted/s", "vs 1", "server CPU %",
-                "refused/s", "vs 1", "server CPU %",
+                "workers", "accepted/s", "vs 1", "server CPU %", "client CPU %",
+                "refused/s", "vs 1", "server CPU %", "client CPU %",
             ],
             "rows": table_rows,
         },
