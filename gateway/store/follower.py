@@ -43,16 +43,18 @@ class SnapshotFollower:
         self._first_load = asyncio.Event()
         self.reloads = 0
 
-    async def start(self, timeout_s: float = 10.0) -> None:
+    async def start(self, timeout_s: float = 10.0, limit_s: float = 600.0) -> None:
         """Start following and wait until the first full load is in (or raise).
 
         Gives up after ``timeout_s`` without progress (no connection, no
         subscription, no batch of records read), not after ``timeout_s`` in
         all: a large snapshot (10^6 flagged accounts) takes longer than that
-        to read, and is fine as long as it keeps coming.
+        to read, and is fine as long as it keeps coming. ``limit_s`` bounds
+        the whole wait (loads that keep failing half-way also "progress").
         """
         self._task = asyncio.create_task(self._run(), name="snapshot-follower")
         waiter = asyncio.ensure_future(self._first_load.wait())
+        deadline = asyncio.get_running_loop().time() + limit_s
         while True:
             read_before = self._store.records_read
             done, _ = await asyncio.wait(
@@ -61,7 +63,8 @@ class SnapshotFollower:
             if self._first_load.is_set():
                 waiter.cancel()
                 return
-            if self._task in done or self._store.records_read == read_before:
+            stalled = self._store.records_read == read_before
+            if self._task in done or stalled or asyncio.get_running_loop().time() >= deadline:
                 waiter.cancel()
                 await self.stop()
                 raise ConnectionError("could not load the flag snapshot from Redis in time")

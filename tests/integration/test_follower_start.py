@@ -52,3 +52,18 @@ async def test_no_redis_still_fails_after_the_timeout() -> None:
     finally:
         await hot.aclose()
         await follower_redis.aclose()
+
+
+async def test_the_whole_wait_is_bounded_too(redis_url: str) -> None:
+    seed = Redis.from_url(redis_url, decode_responses=True)
+    prefix = flag_key(FlagKind.ACCOUNT_STATE, "acct-")[:-1]
+    await seed.eval(_SEED, 0, RECORDS, prefix)  # type: ignore[misc]
+    await seed.aclose()
+    hot, follower_redis = hot_client(redis_url), follower_client(redis_url)
+    follower = SnapshotFollower(follower_redis, FlagStore(hot), Snapshot())
+    try:
+        with pytest.raises(ConnectionError, match="in time"):
+            await follower.start(timeout_s=0.05, limit_s=0.05)
+    finally:
+        await hot.aclose()
+        await follower_redis.aclose()
