@@ -11,7 +11,8 @@ Two sources, both from the server:
   by a script. That splits the commandstats total into round trips per client
   and commands run inside scripts.
 
-The two must agree (the same total); ``complete`` says whether they did. The
+The two must agree (the same total, over the same window: what ran between
+the observer's two INFO calls); ``complete`` says whether they did. The
 hot-path client of the gateway under test is given a connection name, so its
 round trips are counted apart from the follower's pub/sub pings and from this
 observer's own INFO/SLOWLOG/CONFIG calls.
@@ -82,13 +83,22 @@ class RoundTripProbe:
         delta["info"] = delta.get("info", 0) - 1  # the observer's INFO that opened the window
         delta = {cmd: n for cmd, n in sorted(delta.items()) if n}
 
+        # The window is what ran between the observer's two INFO calls, exactly what the
+        # commandstats delta covers, even if other clients write in the background.
+        infos = sorted(
+            int(e["id"])
+            for e in entries
+            if _text(e.get("client_name")) == OBSERVER_NAME
+            and _text(e.get("command")).lower().startswith("info")
+        )
+        first, last = (infos[0], infos[-1]) if len(infos) >= 2 else (-1, 1 << 62)
         by_client: Counter[str] = Counter()
         client_commands: Counter[str] = Counter()
         in_scripts: Counter[str] = Counter()
         commands: Counter[str] = Counter()
         for entry in entries:
             name = _text(entry.get("client_name"))
-            if name == OBSERVER_NAME:
+            if name == OBSERVER_NAME or not first < int(entry["id"]) < last:
                 continue
             command = _text(entry.get("command")).split(" ", 1)[0].lower()
             address = _text(entry.get("client_address"))
