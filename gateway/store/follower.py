@@ -70,11 +70,17 @@ class SnapshotFollower:
                 raise ConnectionError("could not load the flag snapshot from Redis in time")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Cancel until it ends: a cancel that lands as a read timeout expires comes
+        # back as TimeoutError (an OSError), which the follow loop takes for a
+        # dropped connection and retries; waiting on that task once would hang.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
