@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
     )
-    parser.add_argument("--reps", type=int, help="repetitions per measurement (default 5; smoke 2)")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        help="repetitions per measurement (default 5, and 3 for e2e and workers; smoke 2 and 1)",
+    )
     parser.add_argument(
         "--out",
         type=pathlib.Path,
@@ -79,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reps=args.reps or (2 if args.smoke else 5),
         scratch=scratch,
         policy=counters_hook.bench_policy(scratch),
+        process_reps=args.reps or (1 if args.smoke else 3),
     )
 
     started = time.time()

@@ -19,6 +19,8 @@ class Context:
     scratch: pathlib.Path
     #: The policy file or folder every gateway of the run uses (bench/counters_hook.py).
     policy: pathlib.Path
+    #: Repetitions of the multi-process measurements (e2e, workers), which take longer.
+    process_reps: int = 3
     notes: list[str] = field(default_factory=list)
 
     def pick(self, full: _T, smoke: _T) -> _T:

@@ -51,7 +51,7 @@ async def _seed(url: str) -> None:
 
 
 def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
-    reps = ctx.pick(3, 1)
+    reps = ctx.process_reps
     count = ctx.pick(1000, 50)
     duration = ctx.pick(1.5, 0.3)
     bare = deploy.exchange(group, "bare")

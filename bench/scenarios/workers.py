@@ -39,7 +39,7 @@ def run(ctx: Context) -> Result:
 
 
 def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
-    reps = ctx.pick(3, 1)
+    reps = ctx.process_reps
     duration = ctx.pick(2.0, 0.3)
     counts = ctx.pick((1, 2, 4), (1, 2))
     exchange = deploy.exchange(group, "exchange")
