@@ -34,5 +34,13 @@ check: lint typecheck test
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
+# The benchmark suite (bench/README.md): a full run writes bench/results/latest.{json,md}
+# and latency.png; the smoke run (seconds, sizes tiny) writes to bench/results/smoke/.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,17 @@ from gateway.validation import OrderCall
 
 Check = Callable[[OrderCall, int], Denial | None]
 
+# Enum members bound once: reading ``Enum.MEMBER`` costs ~0.1 us in CPython 3.11,
+# as much as a dict look-up of the snapshot, and the checks read several per call.
+_CANCEL = Action.CANCEL
+_PLACE = Action.PLACE
+_ACCOUNT_DEACTIVATED = AccountState.DEACTIVATED
+_ACCOUNT_FROZEN = AccountState.FROZEN
+_ACCOUNT_REDUCE_ONLY = AccountState.REDUCE_ONLY
+_SYMBOL_HALTED = SymbolStatus.HALTED
+_SYMBOL_DELISTED = SymbolStatus.DELISTED
+_SYMBOL_REDUCE_ONLY = SymbolStatus.REDUCE_ONLY
+
 
 def account_state_check(snapshot: Snapshot) -> Check:
     groups = snapshot.groups
@@ -30,13 +41,13 @@ def account_state_check(snapshot: Snapshot) -> Check:
             return None
         record, scope = found
         state = record.value
-        if state == AccountState.DEACTIVATED:
+        if state == _ACCOUNT_DEACTIVATED:
             return _account_denial(
                 Reason.ACCOUNT_DEACTIVATED, call, "DEACTIVATED", "account is deactivated", scope
             )
-        if call.action is Action.CANCEL:
+        if call.action is _CANCEL:
             return None
-        if state == AccountState.FROZEN:
+        if state == _ACCOUNT_FROZEN:
             return _account_denial(
                 Reason.ACCOUNT_FROZEN,
                 call,
@@ -44,7 +55,7 @@ def account_state_check(snapshot: Snapshot) -> Check:
                 "account is frozen: only cancels are accepted",
                 scope,
             )
-        if state == AccountState.REDUCE_ONLY and not _reduces(call):
+        if state == _ACCOUNT_REDUCE_ONLY and not _reduces(call):
             return _account_denial(
                 Reason.ACCOUNT_REDUCE_ONLY,
                 call,
@@ -65,24 +76,24 @@ def symbol_state_check(snapshot: Snapshot) -> Check:
                 f"unknown symbol {call.symbol}",
                 {"limit": "symbol_status", "symbol": call.symbol},
             )
-        if call.action is Action.CANCEL:
+        if call.action is _CANCEL:
             return None
         record = snapshot.symbol_restriction(call.symbol, now_ms)
         if record is None:
             return None
         status = record.value
-        if status == SymbolStatus.HALTED:
+        if status == _SYMBOL_HALTED:
             return _symbol_denial(
                 Reason.SYMBOL_HALTED, call, "HALTED", "trading is halted: only cancels are accepted"
             )
-        if status == SymbolStatus.DELISTED:
+        if status == _SYMBOL_DELISTED:
             return _symbol_denial(
                 Reason.SYMBOL_DELISTED,
                 call,
                 "DELISTED",
                 "symbol is delisted: only cancels are accepted",
             )
-        if status == SymbolStatus.REDUCE_ONLY and not _reduces(call):
+        if status == _SYMBOL_REDUCE_ONLY and not _reduces(call):
             return _symbol_denial(
                 Reason.SYMBOL_REDUCE_ONLY,
                 call,
@@ -97,7 +108,7 @@ def symbol_state_check(snapshot: Snapshot) -> Check:
 def _reduces(call: OrderCall) -> bool:
     # Amends carry no reduce-only flag: in reduce-only states they are refused
     # (cancel and place a reduce-only order instead).
-    return call.action is Action.PLACE and call.reduce_only
+    return call.action is _PLACE and call.reduce_only
 
 
 def _account_denial(

@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reliability_options(serve)
     _security_options(serve)
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=_env("WORKERS", "1"),
+        help=(
+            "gateway processes sharing the order-entry and admin ports (SO_REUSEPORT) "
+            "under one supervisor; they share one Redis and one upstream "
+            "(env PRETRADE_WORKERS; default: 1)"
+        ),
+    )
 
     exchange = commands.add_parser(
         "exchange",
@@ -168,6 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
     from gateway.store.redis_client import cluster_target
     from gateway.tls import TLSConfigError
+    from gateway.workers import WorkerError
 
     try:
         cluster_target(args.redis_url or "")
@@ -193,6 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
         admin_tls_cert=_path(args.admin_tls_cert),
         admin_tls_key=_path(args.admin_tls_key),
         admin_tls_client_ca=_path(args.admin_tls_client_ca),
+        workers=args.workers,
     )
     from gateway.cli_ops import serve_ops_settings
 
@@ -210,7 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     try:
         _run_loop(serve(settings))
-    except (RedisNotFoundError, PolicyError, AdminAuthError, TLSConfigError) as exc:
+    except (RedisNotFoundError, PolicyError, AdminAuthError, TLSConfigError, WorkerError) as exc:
         print(f"pretrade-gateway: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -250,6 +262,19 @@ def _run_loop(coro: Any) -> None:
         asyncio.run(coro)
     else:
         uvloop.run(coro)
+
+
+MAX_WORKERS = 64
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"workers must be 1 to {MAX_WORKERS}, not {text!r}")
+    return count
 
 
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")

@@ -14,6 +14,8 @@ from types import MappingProxyType
 
 import grpc
 
+from gateway.records import hot_record
+
 
 class Reason(enum.StrEnum):
     INVALID_REQUEST = "INVALID_REQUEST"
@@ -95,7 +97,7 @@ class FieldViolation:
     description: str
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class Denial:
     """A refusal: the reason, a human message, and machine-readable detail.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from grpc import aio
@@ -46,6 +46,8 @@ SERVER_OPTIONS = (
     ("grpc.max_metadata_size", 16 * 1024),
     ("grpc.so_reuseport", 0),
 )
+#: For ``serve --workers``: every worker binds the same ports, the kernel spreads connections.
+REUSEPORT_SERVER_OPTIONS = (*SERVER_OPTIONS[:-1], ("grpc.so_reuseport", 1))
 
 
 async def add_health_and_reflection(server: aio.Server, services: Sequence[str]) -> HealthServicer:
@@ -131,7 +133,8 @@ class Gateway:
             async with asyncio.timeout(FEED_WAIT_S):
                 await feed.attempted.wait()
 
-        order_server = aio.server(options=SERVER_OPTIONS)
+        options = REUSEPORT_SERVER_OPTIONS if settings.reuse_port else SERVER_OPTIONS
+        order_server = aio.server(options=options)
         order_server.add_generic_rpc_handlers(
             (OrderEntryProxy(self.keeper.engine, channel).handler(),)
         )
@@ -145,7 +148,7 @@ class Gateway:
         self._servers.append(order_server)
 
         admin_server = aio.server(
-            options=SERVER_OPTIONS,
+            options=options,
             interceptors=[*admin_interceptors, StoreUnavailableInterceptor()],
         )
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
@@ -234,9 +237,20 @@ class Gateway:
             self.redis = None
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve(settings: Settings, on_ready: Callable[[Gateway], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully.
+
+    With ``settings.workers > 1`` this process supervises that many gateway
+    processes instead (:mod:`gateway.workers`).
+    """
+    if settings.workers > 1:
+        from gateway.workers import supervise
+
+        await supervise(settings)
+        return
     gateway = await Gateway.start(settings)
+    if on_ready is not None:
+        on_ready(gateway)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

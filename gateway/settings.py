@@ -69,3 +69,7 @@ class Settings:
     admin_tls_cert: pathlib.Path | None = None
     admin_tls_key: pathlib.Path | None = None
     admin_tls_client_ca: pathlib.Path | None = None
+    #: Gateway processes sharing the ports (``serve --workers``); 1 runs in this process.
+    workers: int = 1
+    #: Bind with SO_REUSEPORT, so that several workers can share the ports.
+    reuse_port: bool = False

@@ -8,6 +8,7 @@ so messages and reloads may interleave in any order.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from gateway.symbol_limits import ProductSpec
 Fields = Mapping[str, str]
 RawFlags = Mapping[FlagKind, Mapping[str, Fields]]
 _R = TypeVar("_R")
+_KIND_BY_VALUE = {kind.value: kind for kind in FlagKind}
 
 
 def now_ms() -> int:
@@ -72,6 +74,10 @@ class Snapshot:
         self.synced = False
         self._listeners: list[Callable[[FlagKind, str], None]] = []
         self._reload_listeners: list[Callable[[], None]] = []
+        #: (expires_ms, kind value, key) of each record with a TTL, soonest first, so a
+        #: purge visits only what is due instead of every record (10^6 flags: 80-180 ms
+        #: a pass). Entries of records replaced since are skipped when they come up.
+        self._expiries: list[tuple[int, str, str]] = []
 
     # -- reads (hot path) -------------------------------------------------
 
@@ -135,6 +141,8 @@ class Snapshot:
                 states[key] = state_record_from_fields(fields)
         if kind is FlagKind.SYMBOL_SPEC:
             self._refresh_symbol(key)
+        if fields is not None:
+            self._track_expiry(kind, key)
         self.last_update_ms = now_ms()
         self._notify(kind, key)
         return True
@@ -161,6 +169,7 @@ class Snapshot:
         self.shadow_rules = _decode(raw.get(FlagKind.SHADOW, {}), state_record_from_fields, bad)
         self.groups.replace_all(raw, bad)
         self._rebuild_symbols()
+        self._rebuild_expiries()
         self.last_update_ms = now_ms()
         for listener in self._reload_listeners:
             listener()
@@ -177,15 +186,12 @@ class Snapshot:
     def purge_lapsed(self, at_ms: int) -> int:
         """Drop records whose TTL has passed (Redis expires its copies on its own)."""
         dropped = 0
-        tables: list[dict[str, Any]] = [
-            self.accounts,
-            self.symbol_status,
-            self.kill_switches,
-            self.shadow_rules,
-            *self.ops.values(),
-        ]
-        for table in tables:
-            for key in [k for k, r in table.items() if not r.in_force(at_ms)]:
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= at_ms:
+            expires_ms, kind, key = heapq.heappop(expiries)
+            table = self._ttl_table(_KIND_BY_VALUE[kind])
+            record = table.get(key) if table is not None else None
+            if table is not None and record is not None and record.expires_ms == expires_ms:
                 del table[key]
                 dropped += 1
         lapsed = [k for k, r in self.limit_overrides.items() if not r.in_force(at_ms)]
@@ -261,6 +267,40 @@ class Snapshot:
         symbols = dict(self._policy_specs)
         symbols.update({k: r.spec for k, r in self.admin_specs.items()})
         self.symbols = symbols
+
+    def _ttl_table(self, kind: FlagKind) -> dict[str, Any] | None:
+        """The table of records of ``kind`` that may lapse (each has ``expires_ms``)."""
+        if kind is FlagKind.ACCOUNT_STATE:
+            return self.accounts
+        if kind is FlagKind.SYMBOL_STATUS:
+            return self.symbol_status
+        if kind is FlagKind.KILL_SWITCH:
+            return self.kill_switches
+        if kind is FlagKind.SHADOW:
+            return self.shadow_rules
+        return self.ops.get(kind)
+
+    def _track_expiry(self, kind: FlagKind, key: str) -> None:
+        table = self._ttl_table(kind)
+        record = table.get(key) if table is not None else None
+        if record is None or not record.expires_ms:
+            return
+        heapq.heappush(self._expiries, (record.expires_ms, kind.value, key))
+        if len(self._expiries) > 2 * self._ttl_records() + 1024:
+            self._rebuild_expiries()  # mostly entries of replaced records: start afresh
+
+    def _ttl_records(self) -> int:
+        return sum(len(table) for kind in FlagKind if (table := self._ttl_table(kind)))
+
+    def _rebuild_expiries(self) -> None:
+        self._expiries = [
+            (record.expires_ms, kind.value, key)
+            for kind in FlagKind
+            if (table := self._ttl_table(kind)) is not None
+            for key, record in table.items()
+            if record.expires_ms
+        ]
+        heapq.heapify(self._expiries)
 
     def _notify(self, kind: FlagKind, key: str) -> None:
         for listener in self._listeners:

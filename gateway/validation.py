@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.decimals import DecimalFormatError, parse_positive_decimal
 from gateway.model import Action, Channel
 from gateway.reasons import Denial, FieldViolation, invalid
+from gateway.records import hot_record
 
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._/-]{0,31}")
@@ -30,12 +30,13 @@ CLIENT_ORDER_ID_RULE = "1-36 of A-Z a-z 0-9 . _ : / -"
 ORDER_ID_RULE = "1-64 of A-Z a-z 0-9 . _ : / -"
 PRODUCT_RULE = "1-32 of a-z 0-9 _ - starting with a letter"
 
+_PLACE, _CANCEL, _AMEND = Action.PLACE, Action.CANCEL, Action.AMEND  # ~0.1 us per lookup
 _SIDES = frozenset({pb.SIDE_BUY, pb.SIDE_SELL})
 _TYPES = frozenset({pb.ORDER_TYPE_LIMIT, pb.ORDER_TYPE_MARKET})
 _TIFS = frozenset(pb.TimeInForce.values())
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class OrderCall:
     """One validated order-entry call, as the checks see it."""
 
@@ -109,7 +110,7 @@ def parse_place(request: pb.PlaceOrderRequest) -> OrderCall | Denial:
     if denial is not None:
         return denial
     return OrderCall(
-        action=Action.PLACE,
+        action=_PLACE,
         account_id=request.account_id,
         symbol=request.symbol,
         side=request.side,
@@ -131,7 +132,7 @@ def parse_cancel(request: pb.CancelOrderRequest) -> OrderCall | Denial:
     if denial is not None:
         return denial
     return OrderCall(
-        action=Action.CANCEL,
+        action=_CANCEL,
         account_id=request.account_id,
         symbol=request.symbol,
         order_id=request.order_id,
@@ -152,7 +153,7 @@ def parse_amend(request: pb.AmendOrderRequest) -> OrderCall | Denial:
     if denial is not None:
         return denial
     return OrderCall(
-        action=Action.AMEND,
+        action=_AMEND,
         account_id=request.account_id,
         symbol=request.symbol,
         quantity=quantity,

@@ -53,6 +53,8 @@ class FlagStore:
         self._redis = redis
         self._channel = channel
         self._write_script = LuaScript("flag_write")
+        #: Records read by full loads so far: how a caller tells a long load from a stuck one.
+        self.records_read = 0
 
     @property
     def channel(self) -> str:
@@ -103,6 +105,7 @@ class FlagStore:
             for key in keys:
                 pipe.hgetall(key)
             results = await pipe.execute()
+        self.records_read += len(keys)
         for key, raw in zip(keys, results, strict=True):
             fields = _decode_map(raw)
             if fields:  # expired between SCAN and HGETALL

@@ -48,24 +48,44 @@ class SnapshotFollower:
         self._first_load = asyncio.Event()
         self.reloads = 0
 
-    async def start(self, timeout_s: float = 10.0) -> None:
-        """Start following and wait until the first full load is in (or raise)."""
+    async def start(self, timeout_s: float = 10.0, limit_s: float = 600.0) -> None:
+        """Start following and wait until the first full load is in (or raise).
+
+        Gives up after ``timeout_s`` without progress (no connection, no
+        subscription, no batch of records read), not after ``timeout_s`` in
+        all: a large snapshot (10^6 flagged accounts) takes longer than that
+        to read, and is fine as long as it keeps coming. ``limit_s`` bounds
+        the whole wait (loads that keep failing half-way also "progress").
+        """
         self._task = asyncio.create_task(self._run(), name="snapshot-follower")
         waiter = asyncio.ensure_future(self._first_load.wait())
-        done, _ = await asyncio.wait(
-            {waiter, self._task}, timeout=timeout_s, return_when="FIRST_COMPLETED"
-        )
-        if waiter not in done:
-            waiter.cancel()
-            await self.stop()
-            raise ConnectionError("could not load the flag snapshot from Redis in time")
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while True:
+            read_before = self._store.records_read
+            done, _ = await asyncio.wait(
+                {waiter, self._task}, timeout=timeout_s, return_when="FIRST_COMPLETED"
+            )
+            if self._first_load.is_set():
+                waiter.cancel()
+                return
+            stalled = self._store.records_read == read_before
+            if self._task in done or stalled or asyncio.get_running_loop().time() >= deadline:
+                waiter.cancel()
+                await self.stop()
+                raise ConnectionError("could not load the flag snapshot from Redis in time")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Cancel until it ends: a cancel that lands as a read timeout expires comes
+        # back as TimeoutError (an OSError), which the follow loop takes for a
+        # dropped connection and retries; waiting on that task once would hang.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S

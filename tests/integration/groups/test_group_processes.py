@@ -162,7 +162,7 @@ async def test_interceptor_keeper_rebuilds_after_a_restart(redis_url: str) -> No
         store = GroupStore(hot_client(redis_url))
         for account in ("alice", "bob"):
             assert (await store.link(account, "g1", "same funds", "ops")).ok
-        keeper = await Gatekeeper.open(redis_url, load_policy(POLICY))
+        keeper = await Gatekeeper.open(redis_url, load_policy(POLICY), auth=False)
         try:
             keeper.follow_executions(upstream)
             resting = venue.exchange.engine.place(
@@ -175,7 +175,7 @@ async def test_interceptor_keeper_rebuilds_after_a_restart(redis_url: str) -> No
         finally:
             await keeper.close()
 
-        keeper = await Gatekeeper.open(redis_url, load_policy(POLICY))
+        keeper = await Gatekeeper.open(redis_url, load_policy(POLICY), auth=False)
         try:
             feed = keeper.follow_executions(upstream)
             async with asyncio.timeout(10):

@@ -1,0 +1,71 @@
+"""In-process measurements: a real Gatekeeper on a real Redis, timed call by call."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import pathlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from bench.lib.orders import PLACE_PATH
+from bench.lib.redis_probe import HOT_NAME, name_connections
+from gateway.engine import ORDER_METHODS, Gatekeeper, OrderMethod
+from gateway.policy import load_policy
+
+PLACE: OrderMethod = ORDER_METHODS[PLACE_PATH]
+
+Screen = Callable[[OrderMethod, Any], Awaitable[Any]]
+
+
+@contextlib.asynccontextmanager
+async def open_gatekeeper(redis_url: str, policy: pathlib.Path) -> AsyncIterator[Gatekeeper]:
+    """A Gatekeeper exactly as the gateway opens one, its hot-path connections named."""
+    keeper = await Gatekeeper.open(redis_url, load_policy(policy), auth=False)
+    await name_connections(keeper.redis, HOT_NAME)
+    try:
+        yield keeper
+    finally:
+        await keeper.close()
+
+
+async def time_screen(
+    screen: Screen, method: OrderMethod, pool: Sequence[Any], count: int
+) -> tuple[list[int], float]:
+    """Nanoseconds per ``await screen(method, request)`` over ``pool``; and the wall time."""
+    samples = [0] * count
+    size = len(pool)
+    clock = time.perf_counter_ns
+    start = clock()
+    for i in range(count):
+        request = pool[i % size]
+        t0 = clock()
+        await screen(method, request)
+        samples[i] = clock() - t0
+    return samples, (clock() - start) / 1e9
+
+
+async def time_calls(
+    call: Callable[[Any], Awaitable[Any]], pool: Sequence[Any], count: int
+) -> tuple[list[int], float, int]:
+    """Per-call nanoseconds of ``await call(item)``; exceptions are counted, not raised."""
+    samples = [0] * count
+    errors = 0
+    size = len(pool)
+    clock = time.perf_counter_ns
+    start = clock()
+    for i in range(count):
+        item = pool[i % size]
+        t0 = clock()
+        try:
+            await call(item)
+        except Exception:
+            errors += 1
+        samples[i] = clock() - t0
+    return samples, (clock() - start) / 1e9, errors
+
+
+def collect_garbage() -> None:
+    """Start every repetition from the same heap state (GC stays on while timing)."""
+    gc.collect()

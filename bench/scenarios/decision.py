@@ -1,0 +1,130 @@
+"""Scenario ``decision``: what one decision costs in-process, with no gRPC.
+
+A real Gatekeeper (snapshot loaded from a real Redis, follower running) on
+uvloop, like the gateway's. Each row times ``await`` of one call, one sample
+per call; repetitions are interleaved row by row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvloop
+
+from bench import counters_hook
+from bench.lib.context import Context, Result, result
+from bench.lib.inproc import PLACE, collect_garbage, open_gatekeeper, time_calls, time_screen
+from bench.lib.orders import (
+    BENCH_SYMBOLS,
+    active_accounts,
+    flag_accounts,
+    flagged_accounts,
+    order_pool,
+)
+from bench.lib.stats import measurement, rep_from_ns, spectrum_from_ns
+from gateway.embedded_redis import EmbeddedRedis
+from gateway.reasons import Denial
+from gateway.refusals import to_grpc_status
+
+TITLE = "In-process decision cost (no gRPC)"
+POOL = 1024
+
+
+def run(ctx: Context) -> Result:
+    redis = EmbeddedRedis(ctx.dir("decision") / "redis").start()
+    try:
+        return uvloop.run(_run(ctx, redis.url))
+    finally:
+        redis.stop()
+
+
+async def _run(ctx: Context, url: str) -> Result:
+    local_n = ctx.pick(50_000, 2_000)
+    redis_n = ctx.pick(3_000, 200)
+    flagged = flagged_accounts(POOL)
+    await flag_accounts(url, flagged)
+
+    refused = order_pool(flagged, BENCH_SYMBOLS, POOL)
+    accepted = order_pool(active_accounts(POOL), BENCH_SYMBOLS, POOL)
+    raw_refused = [r.SerializeToString() for r in refused]
+    errors: list[str] = []
+
+    async with open_gatekeeper(url, ctx.policy) as keeper:
+        engine = keeper.engine
+        screen = engine.screen
+        trivial = keeper.redis.register_script("return 1")
+
+        # The decisions must be what the rows say they are, before anything is timed.
+        for request in refused:
+            if not isinstance(await screen(PLACE, request), Denial):
+                errors.append(f"flagged order not refused: {request.account_id}")
+                break
+        for request in accepted:
+            denial = await screen(PLACE, request)
+            if denial is not None:
+                errors.append(f"order refused: {request.account_id}: {denial.reason}")
+                break
+
+        async def refusal_rendered(request: Any) -> Any:
+            denial = await screen(PLACE, request)
+            return to_grpc_status(denial)
+
+        async def from_bytes(raw: bytes) -> Any:
+            return await engine.screen_bytes(PLACE, raw)
+
+        async def evalsha(_: object) -> Any:
+            return await trivial()
+
+        async def ping(_: object) -> Any:
+            return await keeper.redis.ping()
+
+        plan: list[tuple[str, str, Any, list[Any], int]] = [
+            ("flag_refusal", "screen() of an order refused by an account flag",
+             None, refused, local_n),
+            ("flag_refusal_from_bytes", "the same from wire bytes (the proxy's path: parse once)",
+             from_bytes, raw_refused, local_n),
+            ("flag_refusal_rendered", "the same plus building the rich gRPC status",
+             refusal_rendered, refused, local_n),
+            # With the counter step an accepted order is a Redis round trip: size it like one.
+            ("accept", _accept_description(), None, accepted,
+             redis_n if counters_hook.counters_present() else local_n),
+            ("evalsha_trivial", "one EVALSHA of `return 1`, same client and loop (1 round trip)",
+             evalsha, [None], redis_n),
+            ("ping", "one PING, same client and loop", ping, [None], redis_n),
+        ]  # fmt: skip
+        reps: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in plan}
+        pooled: dict[str, list[int]] = {name: [] for name, *_ in plan}
+        for rep in range(ctx.reps + 1):  # repetition 0 warms up and is dropped
+            for name, _, call, pool, count in plan:
+                collect_garbage()
+                n = count if rep else max(1, count // 10)
+                if call is None:
+                    samples, elapsed = await time_screen(screen, PLACE, pool, n)
+                    failed = 0
+                else:
+                    samples, elapsed, failed = await time_calls(call, pool, n)
+                if rep:
+                    reps[name].append(rep_from_ns(samples, elapsed, failed))
+                    pooled[name].extend(samples)
+
+    rows = [
+        measurement(name, description, reps[name], spectrum_from_ns(pooled[name]), unit="us")
+        for name, description, *_ in plan
+    ]
+    out = result(
+        TITLE,
+        rows,
+        counters_present=counters_hook.counters_present(),
+        loop="uvloop",
+        pool_size=POOL,
+    )
+    out["errors"] = errors
+    if errors:
+        out["status"] = "error"
+    return out
+
+
+def _accept_description() -> str:
+    if counters_hook.counters_present():
+        return "screen() of an order that passes every check, counter call included"
+    return "screen() of an order that passes every check (local checks; counter step not present)"
