@@ -75,6 +75,7 @@ def supervisor(tmp_path: pathlib.Path, workers: int) -> Iterator[Supervisor]:
         "--admin-listen", f"127.0.0.1:{admin_port}",
         "--redis-dir", str(tmp_path / "redis"),
         "--policy", str(POLICY),
+        "--auth", "off",  # this test is about the workers; tests/e2e/test_auth*.py cover keys
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log_path.open("wb") as log_file:
