@@ -15,13 +15,16 @@ from gateway.interceptor import PreTradeInterceptor
 from gateway.model import AccountState, Action, SymbolStatus
 from gateway.policy import Policy, PolicyError, load_policy
 from gateway.reasons import STATUS_BY_REASON, Denial, Reason
+from gateway.reliability import FailurePolicy, Operation
 
 __all__ = [
     "STATUS_BY_REASON",
     "AccountState",
     "Action",
     "Denial",
+    "FailurePolicy",
     "Gatekeeper",
+    "Operation",
     "Policy",
     "PolicyError",
     "PreTradeEngine",

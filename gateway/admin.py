@@ -31,8 +31,10 @@ from gateway.admin_sanity import (
     spec_to_proto,
     upsert_spec,
 )
+from gateway.association.admin import SuspectAdmin
 from gateway.counters.admin import LimitAdmin
 from gateway.engine import Gatekeeper
+from gateway.groups.admin import GroupAdmin, fill_account_group
 from gateway.model import (
     AccountState,
     FlagKind,
@@ -60,7 +62,9 @@ MAX_PAGE = 1000
 Context = aio.ServicerContext[Any, Any]
 
 
-class AdminService(LimitAdmin, OpsAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer):
+class AdminService(
+    LimitAdmin, OpsAdmin, GroupAdmin, SuspectAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServicer
+):
     def __init__(self, keeper: Gatekeeper) -> None:
         self._keeper = keeper
 
@@ -69,6 +73,8 @@ class AdminService(LimitAdmin, OpsAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServic
     async def SetAccountState(
         self, request: apb.SetAccountStateRequest, context: Context
     ) -> apb.SetAccountStateResponse:
+        if request.group_id:
+            return await self._set_group_state(request, context)
         v = _Checker()
         v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
         if request.state not in AccountState._value2member_map_:
@@ -85,8 +91,10 @@ class AdminService(LimitAdmin, OpsAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServic
             context, "set_account_state", request.actor, request.reason, request.account_id,
             previous.name, state.name, ttl_ms,
         )  # fmt: skip
+        account = _account(request.account_id, result.new)
+        fill_account_group(account, self._keeper.snapshot, request.account_id)
         return apb.SetAccountStateResponse(
-            account=_account(request.account_id, result.new),
+            account=account,
             previous_state=int(previous),  # type: ignore[arg-type]
         )
 
@@ -99,6 +107,7 @@ class AdminService(LimitAdmin, OpsAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServic
         fields = await self._keeper.flags.read(FlagKind.ACCOUNT_STATE, request.account_id)
         account = _account(request.account_id, fields)
         await fill_account(account, self._keeper, request.account_id)
+        fill_account_group(account, self._keeper.snapshot, request.account_id)
         return apb.GetAccountResponse(account=account)
 
     # -- symbols ------------------------------------------------------------
@@ -213,8 +222,11 @@ class AdminService(LimitAdmin, OpsAdmin, ApiKeyAdmin, admin_pb2_grpc.AdminServic
                 accounts[-1][0] if accounts else after_account,
                 symbols[-1][0] if symbols else after_symbol,
             )
+        shown = [_account_from_record(key, rec) for key, rec in accounts]
+        for message in shown:
+            fill_account_group(message, snapshot, message.account_id)
         return apb.ListRestrictionsResponse(
-            accounts=[_account_from_record(key, rec) for key, rec in accounts],
+            accounts=shown,
             symbols=[self._symbol_from_record(key, rec) for key, rec in symbols],
             next_page_token=token,
         )

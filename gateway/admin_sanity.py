@@ -37,6 +37,7 @@ from gateway.symbol_limits import (
     MAX_LEVERAGE,
     LeverageLimit,
     LimitsError,
+    SelfTradePrevention,
     StaleReference,
     leverage_limit_from_values,
     limits_from_values,
@@ -141,6 +142,10 @@ def spec_values(spec: apb.SymbolSpec) -> dict[str, Any]:
     values["stale_reference"] = (
         StaleReference(stale).label if stale in StaleReference._value2member_map_ else stale
     )
+    stp = int(spec.stp_mode)
+    values["stp_mode"] = (
+        SelfTradePrevention(stp).label if stp in SelfTradePrevention._value2member_map_ else stp
+    )
     return values
 
 
@@ -172,6 +177,8 @@ def spec_to_proto(spec: SymbolSpec) -> apb.SymbolSpec:
         setattr(message, name, values[name])
     if limits.stale_reference is not None:
         message.stale_reference = int(limits.stale_reference)  # type: ignore[assignment]
+    if limits.stp_mode is not None:
+        message.stp_mode = int(limits.stp_mode)  # type: ignore[assignment]
     return message
 
 
@@ -246,20 +253,20 @@ async def set_leverage_limit(
 ) -> apb.SetLeverageLimitResponse:
     target = request.WhichOneof("target")
     if target is None:
-        v.add("target", "required: symbol or account_id")
+        v.add("target", "required: symbol, account_id or group_id")
     elif target == "symbol":
         v.ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
     else:
-        v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
+        v.ident(target, getattr(request, target), ACCOUNT_RE, ACCOUNT_RULE)
     v.change_meta(request.reason, request.actor)
     ttl_ms = v.ttl(request, request.clear, "clear")
     limit = LeverageLimit()
     if request.clear:
         if request.max_leverage or request.brackets:
             v.add("clear", "clear takes no max_leverage and no brackets")
-    elif target == "account_id":
+    elif target in ("account_id", "group_id"):
         if request.brackets:
-            v.add("brackets", "an account has a flat cap: brackets are for symbols")
+            v.add("brackets", "an account or a group has a flat cap: brackets are for symbols")
         if not 1 <= request.max_leverage <= MAX_LEVERAGE:
             v.add("max_leverage", f"required: between 1 and {MAX_LEVERAGE}")
         limit = LeverageLimit(request.max_leverage)
@@ -275,10 +282,21 @@ async def set_leverage_limit(
     await v.abort_if_any(context)
     if target == "symbol" and request.symbol not in keeper.snapshot.symbols:
         await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown symbol {request.symbol}")
+    if (
+        target == "group_id"
+        and not request.clear
+        and not keeper.snapshot.groups.members_of(request.group_id)
+    ):
+        await context.abort(
+            grpc.StatusCode.NOT_FOUND, f"no group {request.group_id}: link accounts into it first"
+        )
 
     if target == "symbol":
         kind, key = FlagKind.SYMBOL_LEVERAGE, request.symbol
         fields = symbol_leverage_fields(limit, request.reason, request.actor)
+    elif target == "group_id":
+        kind, key = FlagKind.GROUP_LEVERAGE, request.group_id
+        fields = account_leverage_fields(limit.max_leverage, request.reason, request.actor)
     else:
         kind, key = FlagKind.ACCOUNT_LEVERAGE, request.account_id
         fields = account_leverage_fields(limit.max_leverage, request.reason, request.actor)
@@ -389,7 +407,7 @@ def _leverage_view(kind: FlagKind, fields: Mapping[str, str] | None) -> apb.Leve
 def _describe(kind: FlagKind, fields: Mapping[str, str] | None) -> str | None:
     if not fields:
         return None
-    if kind is FlagKind.ACCOUNT_LEVERAGE:
+    if kind in (FlagKind.ACCOUNT_LEVERAGE, FlagKind.GROUP_LEVERAGE):
         return f"{fields.get('value')}x"
     parts = []
     if fields.get("max_leverage"):

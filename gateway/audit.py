@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.decisions import Decision, Outcome
 from gateway.metrics import Metrics
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
+from gateway.store.redis_client import RedisClient
 
 log = structlog.get_logger("gateway.audit")
 
@@ -60,7 +60,7 @@ class AuditWriter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         snapshot: Snapshot,
         metrics: Metrics,
         instance: str,
@@ -249,7 +249,7 @@ class AdminActionRecord:
 
 
 async def write_admin_action(
-    redis: Redis, record: AdminActionRecord, instance: str, max_len: int, at_ms: int
+    redis: RedisClient, record: AdminActionRecord, instance: str, max_len: int, at_ms: int
 ) -> None:
     fields: dict[str, str | int] = {
         "ts": at_ms,
@@ -278,7 +278,7 @@ _CHUNK = 500
 
 
 async def list_entries(
-    redis: Redis,
+    redis: RedisClient,
     stream: str,
     match: Match,
     page_size: int,
@@ -311,14 +311,14 @@ async def list_entries(
     return found, last_id
 
 
-async def newest_id(redis: Redis, stream: str) -> str:
+async def newest_id(redis: RedisClient, stream: str) -> str:
     """The id of the newest entry ("0-0" for an empty stream): where a watch "from now" starts."""
     newest: Any = await redis.xrevrange(stream, max="+", min="-", count=1)
     return _text(newest[0][0]) if newest else "0-0"
 
 
 async def watch_entries(
-    redis: Redis, stream: str, match: Match, after_id: str, block_ms: int = 1000
+    redis: RedisClient, stream: str, match: Match, after_id: str, block_ms: int = 1000
 ) -> AsyncIterator[Entry]:
     """Entries written after ``after_id``, until cancelled."""
     last = after_id

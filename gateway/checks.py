@@ -4,7 +4,8 @@ A check is ``(call, now_ms) -> Denial | None``. Checks are built once at
 start-up as closures over the snapshot and run in a fixed, short-circuiting
 order (account, then symbol), so a call refused early spends nothing later.
 Cancels pass every state but DEACTIVATED: users must always be able to get
-out of risk.
+out of risk. An account linked into a group gets the most restrictive of its
+own state and its group's (see :mod:`gateway.groups`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ Check = Callable[[OrderCall, int], Denial | None]
 
 
 def account_state_check(snapshot: Snapshot) -> Check:
+    groups = snapshot.groups
+
     def check(call: OrderCall, now_ms: int) -> Denial | None:
-        record = snapshot.account_state(call.account_id, now_ms)
-        if record is None:
+        own = snapshot.account_state(call.account_id, now_ms)
+        found = groups.effective_state(own, call.account_id, now_ms)
+        if found is None:
             return None
+        record, scope = found
         state = record.value
         if state == AccountState.DEACTIVATED:
             return _account_denial(
-                Reason.ACCOUNT_DEACTIVATED, call, "DEACTIVATED", "account is deactivated"
+                Reason.ACCOUNT_DEACTIVATED, call, "DEACTIVATED", "account is deactivated", scope
             )
         if call.action is Action.CANCEL:
             return None
@@ -37,6 +42,7 @@ def account_state_check(snapshot: Snapshot) -> Check:
                 call,
                 "FROZEN",
                 "account is frozen: only cancels are accepted",
+                scope,
             )
         if state == AccountState.REDUCE_ONLY and not _reduces(call):
             return _account_denial(
@@ -44,6 +50,7 @@ def account_state_check(snapshot: Snapshot) -> Check:
                 call,
                 "REDUCE_ONLY",
                 "account is reduce-only: only reduce-only orders and cancels are accepted",
+                scope,
             )
         return None
 
@@ -93,10 +100,15 @@ def _reduces(call: OrderCall) -> bool:
     return call.action is Action.PLACE and call.reduce_only
 
 
-def _account_denial(reason: Reason, call: OrderCall, state: str, message: str) -> Denial:
-    return Denial(
-        reason, message, {"limit": "account_state", "account_id": call.account_id, "state": state}
-    )
+def _account_denial(
+    reason: Reason, call: OrderCall, state: str, message: str, scope: str = "account"
+) -> Denial:
+    metadata = {"limit": "account_state", "account_id": call.account_id, "state": state}
+    if scope == "group":
+        # Set on the account's linked group; which group is not disclosed to the client.
+        metadata["scope"] = "group"
+        message = message.replace("account is", "account's group is", 1)
+    return Denial(reason, message, metadata)
 
 
 def _symbol_denial(reason: Reason, call: OrderCall, status: str, message: str) -> Denial:

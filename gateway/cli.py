@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _opt(serve, "--listen", "LISTEN", "127.0.0.1:50051", "order-entry address")
     _opt(serve, "--admin-listen", "ADMIN_LISTEN", "127.0.0.1:50052", "admin address")
-    _opt(serve, "--redis-url", "REDIS_URL", None, "Redis to use, e.g. redis://127.0.0.1:6380/0")
+    _opt(
+        serve,
+        "--redis-url",
+        "REDIS_URL",
+        None,
+        "Redis to use: redis://127.0.0.1:6380/0, or a cluster: "
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+    )
     _opt(
         serve,
         "--redis-dir",
@@ -66,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_ops import add_serve_ops_options
 
     add_serve_ops_options(serve, _opt)
+    _opt(
+        serve,
+        "--trusted-proxy-header",
+        "TRUSTED_PROXY_HEADER",
+        None,
+        "take client IPs from this header's last address (e.g. x-forwarded-for); "
+        "only when a trusted proxy sets it",
+    )
+    from gateway.reliability.options import add_reliability_options
+
+    add_reliability_options(serve)
     _security_options(serve)
 
     exchange = commands.add_parser(
@@ -146,9 +164,16 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.admin_auth import AdminAuthError
     from gateway.embedded_redis import RedisNotFoundError
     from gateway.policy import PolicyError
+    from gateway.reliability.options import reliability_settings
     from gateway.server import serve
+    from gateway.store.redis_client import cluster_target
     from gateway.tls import TLSConfigError
 
+    try:
+        cluster_target(args.redis_url or "")
+    except ValueError as exc:
+        print(f"pretrade-gateway: --redis-url: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
         listen=args.listen,
         admin_listen=args.admin_listen,
@@ -157,6 +182,8 @@ def _serve(args: argparse.Namespace) -> int:
         upstream=args.upstream or None,
         policy=pathlib.Path(args.policy),
         log_level=args.log_level,
+        trusted_proxy_header=(args.trusted_proxy_header or "").strip().lower() or None,
+        **reliability_settings(args),
         auth=args.auth == "on",
         admin_token=args.admin_token or None,
         admin_token_file=pathlib.Path(args.admin_token_file),

@@ -136,7 +136,9 @@ def add_admin_commands(commands: Any) -> None:
     _change(p, ttl=False)
     p.set_defaults(call=_set_symbol_limits)
 
-    p = _verb(verbs, "set-leverage", help="lower leverage for a symbol or an account at run time")
+    p = _verb(
+        verbs, "set-leverage", help="lower leverage for a symbol, an account or a group at run time"
+    )
     p.description = (
         "Set a run-time leverage limit. It can only lower what the symbol allows: "
         "the lowest of all caps applies."
@@ -144,6 +146,7 @@ def add_admin_commands(commands: Any) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--symbol")
     target.add_argument("--account")
+    target.add_argument("--group", help="a linked group (every member)")
     p.add_argument("--max", dest="max_leverage", type=int, default=0, help="cap, e.g. 20")
     p.add_argument(
         "--bracket", action="append", default=[], metavar="FLOOR:CAP:LEV",
@@ -172,9 +175,11 @@ def add_admin_commands(commands: Any) -> None:
 
     from gateway.cli_ops import add_ops_verbs
     from gateway.counters.cli import add_limit_commands
+    from gateway.groups.cli import add_group_commands
 
     add_limit_commands(verbs)
     add_ops_verbs(verbs, _change)
+    add_group_commands(verbs)
 
     from gateway.cli_keys import add_admin_credential_flags, add_key_commands
 
@@ -214,6 +219,7 @@ def add_order_commands(commands: Any) -> None:
     p.add_argument("--symbol", required=True)
     p.add_argument("--order-id", default="")
     p.add_argument("--client-order-id", default="")
+    _device_flag(p)
     p.set_defaults(call=_cancel)
 
     p = _verb(verbs, "amend", help="change a resting order's quantity and/or price")
@@ -398,6 +404,8 @@ async def _set_leverage(channel: aio.Channel, args: argparse.Namespace) -> Messa
     )  # fmt: skip
     if args.symbol:
         request.symbol = args.symbol
+    elif args.group:
+        request.group_id = args.group
     else:
         request.account_id = args.account
     return await _admin(channel).SetLeverageLimit(request, timeout=CALL_TIMEOUT_S)
@@ -427,6 +435,7 @@ _DECIMAL_LIMITS = (
     ("--band-sell-down", "band_sell_down_pct", "a sell at most this %% below the reference"),
 )
 _STALE = {"inherit": 0, "refuse_market": 1, "skip_band": 2}
+_STP = {"inherit": 0, "expire_taker": 1, "none": 2}
 
 
 def _limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -448,6 +457,10 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--stale-reference", choices=sorted(_STALE), default=None)
     parser.add_argument("--program-trading", choices=["allowed", "forbidden"], default=None)
+    parser.add_argument(
+        "--stp-mode", choices=sorted(_STP), default=None,
+        help="self-trade prevention between linked accounts (inherit: expire_taker)",
+    )  # fmt: skip
 
 
 def _limits_spec(args: argparse.Namespace) -> tuple[apb.SymbolSpec, list[str]]:
@@ -476,6 +489,9 @@ def _limits_spec(args: argparse.Namespace) -> tuple[apb.SymbolSpec, list[str]]:
     if args.program_trading is not None:
         spec.program_trading_forbidden = args.program_trading == "forbidden"
         paths.append("program_trading_forbidden")
+    if args.stp_mode is not None:
+        spec.stp_mode = _STP[args.stp_mode]  # type: ignore[assignment]
+        paths.append("stp_mode")
     return spec, paths
 
 
@@ -494,10 +510,23 @@ def _channel_flag(parser: argparse.ArgumentParser) -> None:
         help="sent as x-pretrade-channel metadata (absent: program); ignored with an API key, "
         "whose own channel counts",
     )  # fmt: skip
+    _device_flag(parser)
+
+
+def _device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device-id", default=None, help="sent as x-pretrade-device-id metadata"
+    )  # fmt: skip
 
 
 def _channel_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return (("x-pretrade-channel", args.channel),) if args.channel else ()
+    channel = (("x-pretrade-channel", args.channel),) if getattr(args, "channel", None) else ()
+    return channel + _device_metadata(args)
+
+
+def _device_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    device = getattr(args, "device_id", None)
+    return (("x-pretrade-device-id", device),) if device else ()
 
 
 async def _show_symbol(channel: aio.Channel, args: argparse.Namespace) -> Message:
@@ -542,7 +571,9 @@ async def _cancel(channel: aio.Channel, args: argparse.Namespace) -> Message:
         account_id=args.account, symbol=args.symbol,
         order_id=args.order_id, client_order_id=args.client_order_id,
     )  # fmt: skip
-    return await _orders(channel).CancelOrder(request, timeout=CALL_TIMEOUT_S)
+    return await _orders(channel).CancelOrder(
+        request, timeout=CALL_TIMEOUT_S, metadata=_device_metadata(args)
+    )
 
 
 async def _amend(channel: aio.Channel, args: argparse.Namespace) -> Message:

@@ -15,16 +15,18 @@ from typing import Any
 
 import structlog
 from google.protobuf.message import DecodeError, Message
-from redis.asyncio import Redis
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.apikeys import ApiKey
+from gateway.association import EvidenceRecorder
 from gateway.auth import ApiKeyAuth, authorize
 from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
+from gateway.counters.keys import counting_subject
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
 from gateway.decisions import Decision, DecisionSink, NullSink, Outcome, RequestIds, Stage
+from gateway.groups.store import GroupStore
 from gateway.killswitch import kill_switch_check
 from gateway.model import Channel
 from gateway.ops import Operations, OpsConfig
@@ -32,10 +34,17 @@ from gateway.policy import Policy
 from gateway.policy_watch import PolicyWatcher
 from gateway.reasons import Denial, FieldViolation, invalid
 from gateway.refprice import ExecutionPriceFollower, reference_price
+from gateway.reliability.failure import FailurePolicy
+from gateway.reliability.health import StoreHealth
+from gateway.reliability.idempotency import DEFAULT_WINDOW_MS
+from gateway.reliability.shutdown import ShutdownHooks
 from gateway.sanity import order_sanity_checks
 from gateway.shadow import ShadowRules
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
+from gateway.store.redis_client import PubSubSource, RedisClient
+from gateway.stp.check import observe_admission, self_trade_check
+from gateway.stp.sync import OwnOrderSync
 from gateway.validation import OrderCall, parse_amend, parse_cancel, parse_channel, parse_place
 
 Metadata = Iterable[tuple[str, str | bytes]]
@@ -50,6 +59,8 @@ class OrderMethod:
     name: str
     request_type: type[Message]
     parse: Callable[[Any], OrderCall | Denial]
+    #: The upstream's answer, read once the call is accepted.
+    response_type: type[Message] = pb.PlaceOrderResponse
 
     @property
     def path(self) -> str:
@@ -59,9 +70,9 @@ class OrderMethod:
 ORDER_METHODS: Mapping[str, OrderMethod] = {
     m.path: m
     for m in (
-        OrderMethod("PlaceOrder", pb.PlaceOrderRequest, parse_place),
-        OrderMethod("CancelOrder", pb.CancelOrderRequest, parse_cancel),
-        OrderMethod("AmendOrder", pb.AmendOrderRequest, parse_amend),
+        OrderMethod("PlaceOrder", pb.PlaceOrderRequest, parse_place, pb.PlaceOrderResponse),
+        OrderMethod("CancelOrder", pb.CancelOrderRequest, parse_cancel, pb.CancelOrderResponse),
+        OrderMethod("AmendOrder", pb.AmendOrderRequest, parse_amend, pb.AmendOrderResponse),
     )
 }
 
@@ -81,6 +92,7 @@ class PreTradeEngine:
         clock: Callable[[], int] = now_ms,
         counters: CounterGate | None = None,
         sink: DecisionSink | None = None,
+        evidence: EvidenceRecorder | None = None,
         auth: ApiKeyAuth | None = None,
     ) -> None:
         self.snapshot = snapshot
@@ -94,6 +106,8 @@ class PreTradeEngine:
         self.sink: DecisionSink = sink if sink is not None else NullSink()
         self.shadow = ShadowRules(snapshot)
         self.request_ids = RequestIds()
+        #: Records which accounts each device and IP is seen with (off the hot path).
+        self.evidence = evidence
 
     def check_local(self, call: OrderCall) -> Denial | None:
         """The local checks alone (no shadow mode, no reporting): the first refusal."""
@@ -110,9 +124,11 @@ class PreTradeEngine:
         request: Any,
         metadata: Metadata | None = None,
         request_id: str = "",
+        peer: str = "",
     ) -> Denial | Admission:
         """Validate a parsed request (and its call metadata), decide on it, report the decision.
 
+        ``peer`` is the caller's address as gRPC gives it (``context.peer()``).
         An :class:`Admission` carries response metadata (the remaining budget)
         and wants to hear the upstream's answer (``accepted``/``accepted_bytes``).
         A denial whose rule is shadowed does not refuse: it is recorded and the
@@ -123,7 +139,7 @@ class PreTradeEngine:
         key = self._authenticate(metadata)
         if isinstance(key, Denial):
             return self._validation_failed(method, request, key, started, request_id, Stage.AUTH)
-        return await self._admit(method, request, metadata, request_id, key, started)
+        return await self._admit(method, request, metadata, request_id, peer, key, started)
 
     def _authenticate(self, metadata: Metadata | None) -> ApiKey | Denial | None:
         return None if self.auth is None else self.auth.authenticate(metadata)
@@ -134,6 +150,7 @@ class PreTradeEngine:
         request: Any,
         metadata: Metadata | None,
         request_id: str,
+        peer: str,
         key: ApiKey | None,
         started: int,
     ) -> Denial | Admission:
@@ -155,6 +172,11 @@ class PreTradeEngine:
             channel = claimed
         if channel is not Channel.PROGRAM:
             call = replace(call, channel=channel)
+        if self.evidence is not None:
+            seen = self.evidence.read(metadata, peer)
+            if isinstance(seen, Denial):
+                return self._validation_failed(method, request, seen, started, request_id)
+            self.evidence.observe(call.account_id, seen)
         now = self._clock()
         denial: Denial | None = None
         shadowed: tuple[Denial, ...] = ()
@@ -180,6 +202,8 @@ class PreTradeEngine:
                     denial = counted
             else:
                 verdict = counted
+        if denial is None:
+            verdict = observe_admission(self.snapshot, call, verdict, method.response_type)
         if denial is not None:
             outcome, reported = Outcome.REFUSE, denial
         elif shadowed:
@@ -201,6 +225,7 @@ class PreTradeEngine:
         raw: bytes,
         metadata: Metadata | None = None,
         request_id: str = "",
+        peer: str = "",
     ) -> Denial | Admission:
         """Like :meth:`admit` for a request still in wire form (the proxy's case).
 
@@ -214,7 +239,7 @@ class PreTradeEngine:
             request = method.request_type.FromString(raw)
         except DecodeError:
             return self._validation_failed(method, None, _UNDECODABLE, started, request_id)
-        return await self._admit(method, request, metadata, request_id, key, started)
+        return await self._admit(method, request, metadata, request_id, peer, key, started)
 
     def refuse_undecodable(
         self, method: OrderMethod, metadata: Metadata | None, request_id: str = ""
@@ -281,6 +306,7 @@ def default_checks(snapshot: Snapshot) -> tuple[Check, ...]:
         account_state_check(snapshot),
         symbol_state_check(snapshot),
         *order_sanity_checks(snapshot),
+        self_trade_check(snapshot),
     )
 
 
@@ -295,37 +321,56 @@ class Gatekeeper:
 
     def __init__(
         self,
-        redis: Redis,
-        follower_redis: Redis,
+        redis: RedisClient,
+        follower_redis: PubSubSource,
         policy: Policy,
         ops: OpsConfig | None = None,
+        trusted_proxy_header: str | None = None,
+        *,
+        failure: FailurePolicy | None = None,
+        idempotency_window_ms: int = DEFAULT_WINDOW_MS,
         auth: bool = True,
     ) -> None:
         self.redis = redis
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
         self.flags = FlagStore(redis)
+        #: Linked-account membership writes (guarded, one script per account).
+        self.memberships = GroupStore(redis, self.flags.channel)
+        self.failure = failure if failure is not None else FailurePolicy()
         self.counters = CounterGate(
             RedisCounterStore(redis),
             LimitResolver(self.snapshot, policy.counters),
+            subject_of=self._counting_subject,
             reference_price=self._reference_price,
+            failure=self.failure,
+            idempotency_window_ms=idempotency_window_ms,
         )
+        self.evidence = EvidenceRecorder(redis, policy.association, trusted_proxy_header)
         #: Audit trail, metrics and refusal log: the engine reports every decision to them.
         self.ops = Operations(redis, self.snapshot, policy.version, ops or OpsConfig())
         self.engine = PreTradeEngine(
             self.snapshot,
             counters=self.counters,
             sink=self.ops.sink,
+            evidence=self.evidence,
             auth=ApiKeyAuth(self.snapshot) if auth else None,
         )
         if not auth:
             warn_auth_off()
         self.engine.request_ids = self.ops.request_ids
+        #: Keeps linked accounts' resting orders true (self-trade prevention).
+        self.own_orders = OwnOrderSync(self.snapshot)
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
         self.price_followers: list[ExecutionPriceFollower] = []
         #: Reloads the policy when its files change (started by :meth:`open`).
         self.watcher: PolicyWatcher | None = None
+        #: Degraded or not (Redis, snapshot); started by :meth:`open`.
+        self.health = StoreHealth(redis, self.snapshot, self.failure.deadline_ms)
+        self.counters.observer = self.health.observe
+        #: Run by :meth:`close` before the Redis clients close (e.g. an audit flush).
+        self.shutdown_hooks = ShutdownHooks()
 
     @classmethod
     async def open(
@@ -334,11 +379,30 @@ class Gatekeeper:
         policy: Policy,
         watch: bool = True,
         ops: OpsConfig | None = None,
+        trusted_proxy_header: str | None = None,
         *,
+        failure: FailurePolicy | None = None,
+        idempotency_window_ms: int = DEFAULT_WINDOW_MS,
         auth: bool = True,
     ) -> Gatekeeper:
-        """``auth=False`` drops the API key checks: for local development only."""
-        keeper = cls(hot_client(redis_url), follower_client(redis_url), policy, ops, auth=auth)
+        """Connect (``redis://...`` or ``redis+cluster://...``), load the snapshot, start
+        following it, watching the policy files and watching Redis' health.
+
+        ``trusted_proxy_header``: take clients' IPs from this header (its last address)
+        instead of the connection; only when a trusted proxy sets it (docs/groups.md).
+        ``auth=False`` drops the API key checks: for local development only."""
+        deadline_ms = (failure or FailurePolicy()).deadline_ms
+        redis = hot_client(redis_url, connect_timeout_ms=deadline_ms)
+        keeper = cls(
+            redis,
+            follower_client(redis_url, redis),
+            policy,
+            ops,
+            trusted_proxy_header,
+            failure=failure,
+            idempotency_window_ms=idempotency_window_ms,
+            auth=auth,
+        )
         try:
             await keeper.follower.start()
             await keeper.ops.start()
@@ -347,9 +411,11 @@ class Gatekeeper:
             await keeper.ops.stop()
             await keeper._close_clients()
             raise
+        keeper.evidence.start()
         if watch and policy.root is not None:
             keeper.watcher = PolicyWatcher(policy, keeper.set_policy)
             keeper.watcher.start()
+        keeper.health.start()
         return keeper
 
     def set_policy(self, policy: Policy) -> None:
@@ -357,6 +423,11 @@ class Gatekeeper:
         self.snapshot.set_policy_specs(policy.symbols, policy.products)
         self.counters.resolver.set_policy(policy.counters)
         self.ops.set_policy_version(policy.version)
+        self.evidence.policy = policy.association
+
+    def _counting_subject(self, account_id: str) -> str:
+        """The linked group's counters when the account is linked, else its own."""
+        return counting_subject(account_id, self.snapshot.groups.group_of(account_id))
 
     def _reference_price(self, symbol: str) -> Decimal | None:
         """A market order's price for the large-order threshold: the reference in force,
@@ -373,8 +444,12 @@ class Gatekeeper:
 
         The proxy does this for its upstream; an embedding exchange passes its own
         feed's address, or pushes prices with ``snapshot.trade_prices.observe``.
+        The same stream (and the feed's ``ListOpenOrders``) keeps linked accounts'
+        resting orders for self-trade prevention.
         """
-        follower = ExecutionPriceFollower(target, self.snapshot.trade_prices)
+        follower = ExecutionPriceFollower(
+            target, self.snapshot.trade_prices, observers=(self.own_orders,)
+        )
         follower.start()
         self.price_followers.append(follower)
         return follower
@@ -385,11 +460,17 @@ class Gatekeeper:
         self.price_followers.clear()
 
     async def close(self) -> None:
+        """Stop everything; call once no more calls are screened (shutdown hooks run first,
+        with Redis still connected)."""
+        await self.shutdown_hooks.run()
+        await self.health.stop()
         await self.ops.stop()  # flushes the audit backlog while Redis is still open
         if self.watcher is not None:
             await self.watcher.stop()
         await self.stop_following_executions()
+        await self.own_orders.close()
         await self.follower.stop()
+        await self.evidence.stop()
         await self.counters.close()
         await self._close_clients()
 

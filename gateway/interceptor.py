@@ -11,6 +11,7 @@ answered INVALID_ARGUMENT (or UNAUTHENTICATED) like any bad input, not UNKNOWN.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -79,7 +80,7 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             except Exception:  # whatever the servicer's deserialiser raises on bad bytes
                 verdict = refuse_undecodable(method, metadata, request_id)
             else:
-                verdict = await admit(method, request, metadata, request_id)
+                verdict = await admit(method, request, metadata, request_id, context.peer())
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))
@@ -91,8 +92,11 @@ class PreTradeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             failed: str | None = None
             try:
                 response = await behavior(request, context)
-            except Exception:  # context.abort raises too; its code is on the context
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # context.abort raises too; its code is on the context
                 failed = _code_name(context.code()) or "UNKNOWN"
+                verdict.failed(context.code() or grpc.StatusCode.UNKNOWN)
                 raise
             finally:
                 sink.upstream(method.name, perf_counter() - started, failed or _error_code(context))

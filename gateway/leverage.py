@@ -4,7 +4,8 @@ The cap for an order is the lowest of every layer that applies:
 
 * the symbol's ``max_leverage`` and its ``leverage_brackets`` (policy or UpsertSymbol);
 * a run-time symbol limit set with ``SetLeverageLimit`` (cap and/or brackets);
-* the account's cap set with ``SetLeverageLimit``.
+* the account's cap set with ``SetLeverageLimit``;
+* the cap of the account's linked group, set with ``SetLeverageLimit``.
 
 So an override can only ever lower what the symbol allows. Brackets are
 looked up by the order's notional (quantity x limit price, or x reference price
@@ -96,6 +97,13 @@ def leverage_check(snapshot: Snapshot) -> Check:
         )
         if account_override is not None:
             layers.append(("account_override", LeverageLimit(account_override.value)))
+        group = snapshot.groups.group_of(call.account_id)
+        if group:
+            group_override: OpsRecord[int] | None = snapshot.ops_record(
+                FlagKind.GROUP_LEVERAGE, group, now_ms
+            )
+            if group_override is not None:
+                layers.append(("group_override", LeverageLimit(group_override.value)))
         if not layers:
             return None
         notional = _notional(call, spec, snapshot, now_ms)

@@ -53,6 +53,12 @@ class FlagKind(enum.Enum):
     KILL_SWITCH = "kill"
     #: Shadowed rules by rule name (a Reason value, or "*" for all).
     SHADOW = "shadow"
+    #: An account's link into a group (value: the group id; see :mod:`gateway.groups`).
+    GROUP_MEMBER = "grpm"
+    #: A linked group's state, applied to every member on top of its own.
+    GROUP_STATE = "grpst"
+    #: A linked group's leverage cap (value: the cap).
+    GROUP_LEVERAGE = "levgrp"
     #: An order-entry API key by key id (value: its hash, accounts and channel).
     API_KEY = "apikey"
 

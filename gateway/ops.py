@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.admin_auth import current_principal
@@ -30,6 +29,7 @@ from gateway.decisions import (
 )
 from gateway.metrics import Metrics, MetricsServer
 from gateway.snapshot import Snapshot, now_ms
+from gateway.store.redis_client import RedisClient
 
 log = structlog.get_logger("gateway.ops")
 
@@ -74,7 +74,7 @@ class RefusalLog:
 
 class Operations:
     def __init__(
-        self, redis: Redis, snapshot: Snapshot, policy_version: str, config: OpsConfig
+        self, redis: RedisClient, snapshot: Snapshot, policy_version: str, config: OpsConfig
     ) -> None:
         self.config = config
         self.instance = config.instance or default_instance()

@@ -1,9 +1,10 @@
 """Run-time limits set through the admin API, as Redis stores them and the snapshot holds them.
 
-Three kinds, all with the usual provenance (reason, actor, version) and an
-optional TTL: an account's leverage cap, a symbol's run-time leverage limit,
-and a symbol's reference price pinned by ops. Values are decoded once, when a
-record reaches the snapshot, so the hot path reads typed values.
+Four kinds, all with the usual provenance (reason, actor, version) and an
+optional TTL: an account's leverage cap, a linked group's, a symbol's run-time
+leverage limit, and a symbol's reference price pinned by ops. Values are
+decoded once, when a record reaches the snapshot, so the hot path reads typed
+values.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ OPS_DECODERS: Mapping[FlagKind, Callable[[Fields], OpsRecord[Any]]] = {
     FlagKind.ACCOUNT_LEVERAGE: account_leverage_from_fields,
     FlagKind.SYMBOL_LEVERAGE: symbol_leverage_from_fields,
     FlagKind.REFERENCE_PRICE: reference_price_from_fields,
+    FlagKind.GROUP_LEVERAGE: account_leverage_from_fields,
     FlagKind.API_KEY: api_key_record_from_fields,
 }
 

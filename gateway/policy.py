@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from gateway.association.policy import (
+    AssociationPolicy,
+    AssociationSpecError,
+    association_from_table,
+)
 from gateway.counters.limits import CounterPolicy
 from gateway.counters.policy_files import CounterPolicyLoader, LimitSpecError
 from gateway.model import SymbolSpec
@@ -52,6 +57,8 @@ class Policy:
     counters: CounterPolicy = field(default_factory=CounterPolicy)
     #: The file or directory this policy was loaded from (watched for changes).
     root: pathlib.Path | None = None
+    #: When shared devices and IPs raise a suspicion (``[association]``).
+    association: AssociationPolicy = field(default_factory=AssociationPolicy)
 
 
 def policy_files(path: pathlib.Path) -> list[pathlib.Path]:
@@ -69,6 +76,7 @@ def load_policy(path: str | pathlib.Path) -> Policy:
     symbols: dict[str, SymbolSpec] = {}
     products: dict[str, ProductSpec] = {}
     counters = CounterPolicyLoader()
+    association: AssociationPolicy | None = None
     for file in files:
         text = file.read_text(encoding="utf-8")
         digest.update(file.name.encode() + b"\0" + text.encode() + b"\0")
@@ -76,7 +84,16 @@ def load_policy(path: str | pathlib.Path) -> Policy:
             document = tomllib.loads(text, parse_float=Decimal)
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(file, _toml_error_line(exc), f"not valid TOML: {exc}") from None
-        _check_keys(file, text, document, {"symbol", "product", "counters", "limits"}, "top level")
+        _check_keys(file, text, document, _TOP_LEVEL, "top level")
+        if "association" in document:
+            if association is not None:
+                raise PolicyError(
+                    file, _line_of(text, "[association]"), "association: declared twice"
+                )
+            try:
+                association = association_from_table(document["association"], text)
+            except AssociationSpecError as exc:
+                raise PolicyError(file, exc.line, exc.reason) from None
         try:
             counters.add(document, text)
         except LimitSpecError as exc:
@@ -106,6 +123,7 @@ def load_policy(path: str | pathlib.Path) -> Policy:
         sources=tuple(files),
         counters=counters.build(),
         root=root,
+        association=association or AssociationPolicy(),
     )
 
 
@@ -150,6 +168,7 @@ def _product_spec(file: pathlib.Path, text: str, entry: dict[str, Any], index: i
 
 
 _SYMBOL_KEYS = ("symbol", "product", "base_asset", "quote_asset")
+_TOP_LEVEL = {"symbol", "product", "counters", "limits", "association"}
 
 
 def _table_array(

@@ -75,7 +75,9 @@ class OrderEntryProxy:
         async def forward(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
             request_id = next_id()
             tag = ((REQUEST_ID_KEY, request_id),)
-            verdict = await admit_bytes(method, raw, context.invocation_metadata(), request_id)
+            verdict = await admit_bytes(
+                method, raw, context.invocation_metadata(), request_id, context.peer()
+            )
             if isinstance(verdict, Denial):
                 status = to_grpc_status(verdict)
                 await context.abort(status.code, status.details, (*status.trailing_metadata, *tag))
@@ -92,6 +94,7 @@ class OrderEntryProxy:
                 )
             except aio.AioRpcError as exc:
                 sink.upstream(method.name, perf_counter() - started, exc.code().name)
+                verdict.failed(exc.code())
                 trailers = (*tuple(exc.trailing_metadata() or ()), *tag)
                 await context.abort(exc.code(), exc.details() or "", trailers)  # type: ignore[arg-type]
             sink.upstream(method.name, perf_counter() - started, None)

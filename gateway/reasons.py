@@ -40,8 +40,11 @@ class Reason(enum.StrEnum):
     DAILY_POSITION_LIMIT = "DAILY_POSITION_LIMIT"
     CANCEL_RATIO_EXCEEDED = "CANCEL_RATIO_EXCEEDED"
     MIN_RESTING_TIME = "MIN_RESTING_TIME"
-    COUNTERS_UNAVAILABLE = "COUNTERS_UNAVAILABLE"
     KILL_SWITCH = "KILL_SWITCH"
+    # Linked accounts (gateway.groups, gateway.stp).
+    SELF_TRADE = "SELF_TRADE"
+    # Reliability (gateway.reliability): the store did not answer in time.
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     # Authentication and authorisation (gateway/auth.py).
     UNAUTHENTICATED = "UNAUTHENTICATED"
     ACCOUNT_MISMATCH = "ACCOUNT_MISMATCH"
@@ -74,9 +77,10 @@ STATUS_BY_REASON: Mapping[Reason, grpc.StatusCode] = MappingProxyType(
         Reason.DAILY_POSITION_LIMIT: _S.RESOURCE_EXHAUSTED,
         Reason.CANCEL_RATIO_EXCEEDED: _S.RESOURCE_EXHAUSTED,
         Reason.MIN_RESTING_TIME: _S.RESOURCE_EXHAUSTED,
-        Reason.COUNTERS_UNAVAILABLE: _S.UNAVAILABLE,
         # Not UNAVAILABLE: clients and proxies retry that on their own.
         Reason.KILL_SWITCH: _S.FAILED_PRECONDITION,
+        Reason.SELF_TRADE: _S.FAILED_PRECONDITION,
+        Reason.STORE_UNAVAILABLE: _S.UNAVAILABLE,
         Reason.UNAUTHENTICATED: _S.UNAUTHENTICATED,
         Reason.ACCOUNT_MISMATCH: _S.PERMISSION_DENIED,
     }

@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import structlog
@@ -89,20 +90,36 @@ def reference_price(snapshot: Snapshot, spec: SymbolSpec, now_ms: int) -> Refere
     return Reference(price, "upstream", at_ms, now_ms - at_ms <= max_age, max_age)
 
 
+class ExecutionObserver(Protocol):
+    """Something else that follows the same execution feed (one stream serves all)."""
+
+    async def resync(self, channel: aio.Channel) -> None:
+        """Called on every (re)connect, once the stream is subscribed and before its first
+        report is read: reports published meanwhile wait on the stream. Must not raise."""
+
+    def on_report(self, report: pb.ExecutionReport) -> None:
+        """Called for every report, in the feed's order."""
+
+
 class ExecutionPriceFollower:
     """Follows an upstream's ``ExecutionFeed`` and records every trade's price.
 
     Runs as a task until :meth:`stop`; reconnects with backoff whenever the
     stream fails or ends (an upstream without the feed answers UNIMPLEMENTED and
     is retried at the slowest pace). Prices already recorded stay; they simply
-    age and go stale if the feed stays away.
+    age and go stale if the feed stays away. ``observers`` see the same stream.
     """
 
-    def __init__(self, target: str, prices: TradePrices) -> None:
+    def __init__(
+        self, target: str, prices: TradePrices, observers: Sequence[ExecutionObserver] = ()
+    ) -> None:
         self._target = target
         self._prices = prices
+        self._observers = tuple(observers)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        #: Set once the first connection attempt has ended, either way.
+        self.attempted = asyncio.Event()
         self.trades_seen = 0
 
     def start(self) -> None:
@@ -125,13 +142,18 @@ class ExecutionPriceFollower:
                     stub = pb_grpc.ExecutionFeedStub(channel)
                     stream = stub.StreamExecutions(pb.StreamExecutionsRequest())
                     await stream.initial_metadata()
+                    for observer in self._observers:
+                        await observer.resync(channel)
                     self.connected.set()
+                    self.attempted.set()
                     if failing:
                         log.info("price_feed.connected", upstream=self._target)
                     failing = False
                     backoff = _BACKOFF_MIN_S
                     async for report in stream:
                         self._on_report(report, time.time_ns() // 1_000_000)
+                        for observer in self._observers:
+                            observer.on_report(report)
             except asyncio.CancelledError:
                 raise
             except aio.AioRpcError as exc:
@@ -149,6 +171,7 @@ class ExecutionPriceFollower:
                 log.error("price_feed.error", upstream=self._target, error=repr(exc))
                 failing = True
             self.connected.clear()
+            self.attempted.set()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 

@@ -28,6 +28,10 @@ from gateway.exchange import ReferenceExchange, add_to_server
 from gateway.ops import OpsConfig
 from gateway.policy import load_policy
 from gateway.proxy import OrderEntryProxy
+from gateway.reliability.admin_errors import StoreUnavailableInterceptor
+from gateway.reliability.failure import FailurePolicy
+from gateway.reliability.health import grpc_health_listener
+from gateway.reliability.shutdown import Hook
 from gateway.settings import Settings
 from gateway.tls import ServerTLS, bind
 
@@ -35,6 +39,8 @@ log = structlog.get_logger("gateway.server")
 
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024
+#: How long start-up waits for the upstream's execution feed (then serves anyway).
+FEED_WAIT_S = 5.0
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_metadata_size", 16 * 1024),
@@ -65,6 +71,8 @@ class Gateway:
         self.order_port = 0
         self.admin_port = 0
         self._servers: list[aio.Server] = []
+        self._exchange_server: aio.Server | None = None
+        self._health: list[HealthServicer] = []
         self._channels: list[aio.Channel] = []
 
     @classmethod
@@ -102,7 +110,13 @@ class Gateway:
             redis_url = self.redis.url
             log.info("redis.embedded", url=redis_url, data_dir=str(settings.redis_dir))
         self.keeper = await Gatekeeper.open(
-            redis_url, policy, ops=ops_config(settings), auth=settings.auth
+            redis_url,
+            policy,
+            ops=ops_config(settings),
+            trusted_proxy_header=settings.trusted_proxy_header,
+            failure=FailurePolicy(settings.redis_timeout_ms, settings.fail_open),
+            idempotency_window_ms=settings.idempotency_window_ms,
+            auth=settings.auth,
         )
 
         upstream = settings.upstream
@@ -110,19 +124,33 @@ class Gateway:
             upstream = await self._start_reference_exchange()
         channel = aio.insecure_channel(upstream)
         self._channels.append(channel)
-        self.keeper.follow_executions(upstream)
+        feed = self.keeper.follow_executions(upstream)
+        # Serve once self-trade prevention has read the linked accounts' resting orders
+        # (or the upstream has answered that it cannot): a restart must not open a gap.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FEED_WAIT_S):
+                await feed.attempted.wait()
 
         order_server = aio.server(options=SERVER_OPTIONS)
         order_server.add_generic_rpc_handlers(
             (OrderEntryProxy(self.keeper.engine, channel).handler(),)
         )
-        await add_health_and_reflection(order_server, (ORDER_ENTRY_SERVICE,))
+        order_health = await add_health_and_reflection(order_server, (ORDER_ENTRY_SERVICE,))
+        # Order entry is NOT_SERVING while degraded (Redis away, snapshot unsynced).
+        follow_health = grpc_health_listener(order_health, (ORDER_ENTRY_SERVICE,))
+        await follow_health(self.keeper.health.state)
+        self.keeper.health.add_listener(follow_health)
+        self._health.append(order_health)
         self.order_port = bind(order_server, settings.listen, order_credentials)
         self._servers.append(order_server)
 
-        admin_server = aio.server(options=SERVER_OPTIONS, interceptors=admin_interceptors)
+        admin_server = aio.server(
+            options=SERVER_OPTIONS,
+            # Credentials first: nobody unauthenticated reaches anything else.
+            interceptors=[*admin_interceptors, StoreUnavailableInterceptor()],
+        )
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
-        await add_health_and_reflection(admin_server, (ADMIN_SERVICE,))
+        self._health.append(await add_health_and_reflection(admin_server, (ADMIN_SERVICE,)))
         self.admin_port = bind(admin_server, settings.admin_listen, admin_tls_credentials)
         self._servers.append(admin_server)
 
@@ -140,6 +168,7 @@ class Gateway:
             if settings.metrics_listen
             else None,
             instance=self.keeper.ops.instance,
+            self_trade_ready=self.keeper.own_orders.ready.is_set(),
             auth="on" if settings.auth else "OFF",
             order_tls="mtls" if order_tls and order_tls.client_ca else bool(order_tls),
             admin_tls="mtls" if admin_tls and admin_tls.client_ca else bool(admin_tls),
@@ -167,25 +196,40 @@ class Gateway:
         add_to_server(server, self.exchange)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        self._servers.append(server)
+        self._exchange_server = server
         log.info("exchange.embedded", address=f"127.0.0.1:{port}")
         return f"127.0.0.1:{port}"
 
+    def add_shutdown_hook(self, name: str, hook: Hook, timeout_s: float = 5.0) -> None:
+        """Run ``await hook()`` on shutdown once the calls in flight are done, before Redis
+        is closed (e.g. flush an audit buffer). Bounded by ``timeout_s``; failures are logged."""
+        if self.keeper is None:
+            raise RuntimeError("the gateway is not running")
+        self.keeper.shutdown_hooks.add(name, hook, timeout_s)
+
     async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: health NOT_SERVING, stop accepting, let calls in flight finish
+        (up to the grace), run the shutdown hooks, then let go of Redis and the upstream."""
         grace = self.settings.grace_s if grace_s is None else grace_s
+        for servicer in self._health:
+            await servicer.enter_graceful_shutdown()
+        self._health.clear()
         if self.keeper is not None:
             # The price feed's stream would otherwise hold the upstream's shutdown grace.
             await self.keeper.stop_following_executions()
-        # Order entry and admin first, the in-process exchange (started first) last.
-        for server in reversed(self._servers):
-            await server.stop(grace)
+        # Order entry and admin together: both stop accepting at once, then drain.
+        await asyncio.gather(*(server.stop(grace) for server in self._servers))
         self._servers.clear()
+        if self.keeper is not None:
+            await self.keeper.close()  # shutdown hooks first, Redis still connected
+            self.keeper = None
+        # The in-process exchange (started first) last: calls in flight still used it.
+        if self._exchange_server is not None:
+            await self._exchange_server.stop(grace)
+            self._exchange_server = None
         for channel in self._channels:
             await channel.close(None)
         self._channels.clear()
-        if self.keeper is not None:
-            await self.keeper.close()
-            self.keeper = None
         if self.redis is not None:
             await asyncio.to_thread(self.redis.stop)
             self.redis = None
@@ -202,7 +246,7 @@ async def serve(settings: Settings) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("gateway.stopping")
+        log.info("gateway.stopping", grace_s=settings.grace_s)
         await gateway.stop()
         log.info("gateway.stopped")
 

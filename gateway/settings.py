@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from gateway.reliability.failure import DEFAULT_DEADLINE_MS, DEFAULT_FAIL_OPEN, Operation
+from gateway.reliability.idempotency import DEFAULT_WINDOW_MS
 
 
 def default_state_dir() -> pathlib.Path:
@@ -39,6 +42,16 @@ class Settings:
     audit_max_len: int = 1_000_000
     #: Approximate bound on the age of decision records in ms (0: none).
     audit_max_age_ms: int = 0
+    #: Take clients' IP addresses from this request header (its last address), set by a
+    #: trusted proxy in front of the gateway; None: the connection's peer address.
+    trusted_proxy_header: str | None = None
+    #: Deadline of a Redis call on the order path (ms); past it the failure policy decides.
+    redis_timeout_ms: int = DEFAULT_DEADLINE_MS
+    #: Operations let through (uncounted) while Redis is unavailable; the others are refused.
+    fail_open: frozenset[Operation] = field(default=DEFAULT_FAIL_OPEN)
+    #: A PlaceOrder retried (same account, client_order_id) within this is not counted
+    #: again (ms; 0: off).
+    idempotency_window_ms: int = DEFAULT_WINDOW_MS
     #: Order entry needs an API key; False is for local development only.
     auth: bool = True
     #: Admin token (``--admin-token``); when set, the token file is not read.

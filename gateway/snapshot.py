@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from gateway.groups.tables import GROUP_KINDS, GroupTables
 from gateway.model import (
     FlagKind,
     LimitRecord,
@@ -24,6 +25,7 @@ from gateway.model import (
 )
 from gateway.ops_records import OPS_DECODERS, OpsRecord
 from gateway.refprice import TradePrices
+from gateway.stp.book import OwnOrders
 from gateway.symbol_limits import ProductSpec
 
 Fields = Mapping[str, str]
@@ -60,11 +62,16 @@ class Snapshot:
         self.ops: dict[FlagKind, dict[str, OpsRecord[Any]]] = {kind: {} for kind in OPS_DECODERS}
         #: The upstream's last trades (this gateway's own, not from Redis).
         self.trade_prices = TradePrices()
+        #: Linked accounts and their groups' states (see :mod:`gateway.groups`).
+        self.groups = GroupTables()
+        #: Linked accounts' resting orders, for self-trade prevention (this gateway's own).
+        self.own_orders = OwnOrders()
         #: Wall-clock ms of the last full load or message; 0 before the first load.
         self.last_update_ms = 0
         #: False while the follower is disconnected from Redis (the flags stay in force).
         self.synced = False
         self._listeners: list[Callable[[FlagKind, str], None]] = []
+        self._reload_listeners: list[Callable[[], None]] = []
 
     # -- reads (hot path) -------------------------------------------------
 
@@ -95,6 +102,9 @@ class Snapshot:
         """Apply one change (``fields=None`` deletes); ignore it if older than what we hold."""
         if kind is FlagKind.LIMIT:
             if not self._apply_limit(key, fields, version):
+                return False
+        elif kind in GROUP_KINDS:
+            if not self.groups.apply(kind, key, fields, version):
                 return False
         elif kind is FlagKind.SYMBOL_SPEC:
             specs = self.admin_specs
@@ -149,8 +159,11 @@ class Snapshot:
             raw.get(FlagKind.KILL_SWITCH, {}), state_record_from_fields, bad
         )
         self.shadow_rules = _decode(raw.get(FlagKind.SHADOW, {}), state_record_from_fields, bad)
+        self.groups.replace_all(raw, bad)
         self._rebuild_symbols()
         self.last_update_ms = now_ms()
+        for listener in self._reload_listeners:
+            listener()
         return bad
 
     def set_policy_specs(
@@ -180,11 +193,15 @@ class Snapshot:
             del self.limit_overrides[key]
         if lapsed:
             self.limits_generation += 1
-        return dropped + len(lapsed)
+        return dropped + len(lapsed) + self.groups.purge_lapsed(at_ms)
 
     def on_change(self, listener: Callable[[FlagKind, str], None]) -> None:
         """Call ``listener(kind, key)`` after every applied change (not after full reloads)."""
         self._listeners.append(listener)
+
+    def on_reload(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every full reload."""
+        self._reload_listeners.append(listener)
 
     # -- views ------------------------------------------------------------
 

@@ -48,6 +48,21 @@ DEFAULT_STALE_REFERENCE = StaleReference.REFUSE_MARKET
 _STALE_BY_LABEL = {s.label: s for s in StaleReference}
 
 
+class SelfTradePrevention(enum.IntEnum):
+    """What happens to an order that would trade with its own group (mirrors the proto enum)."""
+
+    EXPIRE_TAKER = 1
+    NONE = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+DEFAULT_STP_MODE = SelfTradePrevention.EXPIRE_TAKER
+_STP_BY_LABEL = {s.label: s for s in SelfTradePrevention}
+
+
 class LimitsError(ValueError):
     """Bad limit values: every ``(field, problem)`` found, so a caller can name them all."""
 
@@ -111,6 +126,7 @@ class SymbolLimits:
     reference_max_age_ms: int = 0  # 0: the product's, else the default
     stale_reference: StaleReference | None = None  # None: the product's, else the default
     program_trading_forbidden: bool = False
+    stp_mode: SelfTradePrevention | None = None  # None: DEFAULT_STP_MODE
 
     @property
     def has_band(self) -> bool:
@@ -146,6 +162,7 @@ class SymbolLimits:
         values["reference_max_age_ms"] = self.reference_max_age_ms
         values["stale_reference"] = self.stale_reference.label if self.stale_reference else ""
         values["program_trading_forbidden"] = self.program_trading_forbidden
+        values["stp_mode"] = self.stp_mode.label if self.stp_mode else ""
         return values
 
     def to_fields(self) -> dict[str, str]:
@@ -176,6 +193,7 @@ class SymbolLimits:
         values["leverage_brackets"] = decode_brackets(fields.get("leverage_brackets", ""))
         values["stale_reference"] = fields.get("stale_reference", "")
         values["program_trading_forbidden"] = fields.get("program_trading_forbidden") == "1"
+        values["stp_mode"] = fields.get("stp_mode", "")
         return limits_from_values(values)
 
 
@@ -199,6 +217,7 @@ LIMIT_FIELDS = (
     "reference_max_age_ms",
     "stale_reference",
     "program_trading_forbidden",
+    "stp_mode",
 )
 
 
@@ -299,6 +318,7 @@ def limits_from_values(values: Mapping[str, Any]) -> SymbolLimits:
     if not isinstance(forbidden, bool):
         c.add("program_trading_forbidden", "must be true or false")
         forbidden = False
+    stp = parse_stp_mode(c, "stp_mode", values.get("stp_mode", ""))
     if c.errors:
         raise LimitsError(c.errors)
     return SymbolLimits(
@@ -317,7 +337,23 @@ def limits_from_values(values: Mapping[str, Any]) -> SymbolLimits:
         reference_max_age_ms=max_age,
         stale_reference=stale,
         program_trading_forbidden=forbidden,
+        stp_mode=stp,
     )
+
+
+def parse_stp_mode(c: _Collector, name: str, value: Any) -> SelfTradePrevention | None:
+    if value in ("", None, 0):
+        return None
+    if isinstance(value, SelfTradePrevention):
+        return value
+    if isinstance(value, str) and value in _STP_BY_LABEL:
+        return _STP_BY_LABEL[value]
+    c.add(name, f"must be one of {', '.join(_STP_BY_LABEL)}")
+    return None
+
+
+def stp_mode(limits: SymbolLimits) -> SelfTradePrevention:
+    return limits.stp_mode if limits.stp_mode is not None else DEFAULT_STP_MODE
 
 
 def leverage_limit_from_values(
@@ -442,6 +478,7 @@ __all__ = [
     "LeverageLimit",
     "LimitsError",
     "ProductSpec",
+    "SelfTradePrevention",
     "StaleReference",
     "SymbolLimits",
     "bracket_for",
@@ -450,4 +487,5 @@ __all__ = [
     "program_trading_ban",
     "reference_max_age_ms",
     "stale_reference",
+    "stp_mode",
 ]

@@ -5,9 +5,10 @@ the binding limit (the one with the longest wait) and the exact delay; an
 acceptance carries the tightest remaining budget for the response metadata
 and, for a place, what to remember once the exchange has accepted the order.
 
-When the store fails (Redis down, slow, erroring) the decision is made here
-and nowhere else: new orders and amends are refused (fail closed), cancels are
-let through (fail open: they are how users get out of risk).
+When the store fails (Redis down, slow, erroring) the gate hands the call to
+the :class:`~gateway.reliability.FailurePolicy`, which alone decides: by
+default new orders and amends are refused (fail closed), cancels and
+reduce-only orders let through (fail open: they are how users get out of risk).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import grpc
 import structlog
 from google.protobuf.message import DecodeError
-from prometheus_client import Counter
-from redis.exceptions import RedisError
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.counters.keys import counting_subject, order_record_key
@@ -27,33 +27,26 @@ from gateway.counters.limits import LimitKind
 from gateway.counters.plan import (
     Check,
     CounterPlan,
-    PlacementRecord,
     ReferencePrice,
     build_plan,
     build_usage_plan,
 )
 from gateway.counters.resolve import EffectiveLimits, LimitResolver
 from gateway.counters.store import CounterStore, OpOutcome, StoreReply
-from gateway.model import Action
 from gateway.reasons import Denial, Reason
+from gateway.reliability.failure import FailurePolicy
+from gateway.reliability.idempotency import REPLAY_KEY, settles
 from gateway.snapshot import now_ms
+from gateway.store.redis_client import STORE_ERRORS
 from gateway.validation import OrderCall
 
 log = structlog.get_logger("gateway.counters")
-
-STORE_FAILURES = Counter(
-    "pretrade_counter_store_failures",
-    "Calls decided by the failure policy because the counter store did not answer",
-    ("action", "outcome"),
-)
 
 #: Response metadata keys on accepted calls (the tightest budget the call touched).
 REMAINING_KEY = "x-ratelimit-remaining"
 LIMIT_KEY = "x-ratelimit-limit"
 WINDOW_KEY = "x-ratelimit-window"
 NAME_KEY = "x-ratelimit-name"
-
-UNAVAILABLE_RETRY_MS = 1000
 
 _REASONS = {
     LimitKind.ORDER_RATE: Reason.ORDER_RATE_EXCEEDED,
@@ -67,34 +60,52 @@ _REASONS = {
 
 
 class Admission:
-    """An accepted call: response metadata, and a hook for the upstream's answer."""
+    """An accepted call: response metadata, and hooks for the upstream's answer.
 
-    __slots__ = ("_remember", "metadata")
+    Both deployments report the upstream's answer: :meth:`accepted` (or
+    :meth:`accepted_bytes`) on success, :meth:`failed` with the status code
+    otherwise. What is remembered (order records, the end of free retries) is
+    written in the background, off the call's path.
+    """
+
+    __slots__ = ("_finish", "_wants_order_id", "metadata")
 
     def __init__(
         self,
         metadata: tuple[tuple[str, str], ...] = (),
-        remember: Callable[[str], None] | None = None,
+        finish: Callable[[str], None] | None = None,
+        wants_order_id: bool = False,
     ) -> None:
         self.metadata = metadata
-        self._remember = remember
+        #: Called once the upstream gave a definitive answer, with the order id ("" if none).
+        self._finish = finish
+        self._wants_order_id = wants_order_id
 
     def accepted(self, response: Any) -> None:
         """The upstream accepted the call and answered ``response`` (a response message)."""
-        if self._remember is not None:
-            order_id = getattr(response, "order_id", "")
-            if isinstance(order_id, str) and order_id:
-                self._remember(order_id)
+        if self._finish is None:
+            return
+        order_id = getattr(response, "order_id", "") if self._wants_order_id else ""
+        self._finish(order_id if isinstance(order_id, str) else "")
 
     def accepted_bytes(self, raw: bytes) -> None:
         """Like :meth:`accepted` for a response still in wire form (parsed only when needed)."""
-        if self._remember is None:
+        if self._finish is None:
+            return
+        if not self._wants_order_id:
+            self._finish("")
             return
         try:
             response = pb.PlaceOrderResponse.FromString(raw)
         except DecodeError:
+            self._finish("")
             return
         self.accepted(response)
+
+    def failed(self, code: grpc.StatusCode) -> None:
+        """The upstream did not accept the call: it answered ``code``, or could not be reached."""
+        if self._finish is not None and settles(code):
+            self._finish("")
 
 
 #: The admission of a call no counter applies to (no Redis call was made for it).
@@ -112,6 +123,8 @@ class CounterGate:
         subject_of: Callable[[str], str] = counting_subject,
         reference_price: ReferencePrice | None = None,
         clock: Callable[[], int] = now_ms,
+        failure: FailurePolicy | None = None,
+        idempotency_window_ms: int = 0,
     ) -> None:
         self.store = store
         self.resolver = resolver
@@ -120,7 +133,19 @@ class CounterGate:
         #: Price for market orders' notional; until one is known they are never large.
         self.reference_price = reference_price
         self._clock = clock
+        #: Deadline and fail-open/closed per operation when the store does not answer.
+        self.failure = failure if failure is not None else FailurePolicy()
+        #: How long a place with a client order id is remembered for free retries (0: off).
+        self.idempotency_window_ms = idempotency_window_ms
+        #: Hears whether each store call answered in time (the health monitor).
+        self.observer: Callable[[bool, str], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def deadline_ms(self) -> int:
+        """The policy files' ``[counters] timeout`` when set, else the failure policy's."""
+        from_files = self.resolver.policy.timeout_ms
+        return from_files if from_files is not None else self.failure.deadline_ms
 
     def limits_for(self, account_id: str, symbol: str) -> EffectiveLimits:
         return self.resolver.effective(account_id, symbol, self._clock())
@@ -131,17 +156,28 @@ class CounterGate:
             return ADMITTED
         subject = self.subject_of(call.account_id)
         policy = self.resolver.policy
-        plan = build_plan(call, limits, subject, policy, self.reference_price)
+        plan = build_plan(
+            call, limits, subject, policy, self.reference_price, self.idempotency_window_ms
+        )
         if plan.empty:
             return ADMITTED
+        deadline_ms = self.deadline_ms
         try:
-            async with asyncio.timeout(policy.timeout_ms / 1000):
+            async with asyncio.timeout(deadline_ms / 1000):
                 reply = await self.store.consume(plan)
-        except (RedisError, OSError, TimeoutError) as exc:
-            return self._store_failed(call, exc)
+        except STORE_ERRORS as exc:
+            if self.observer is not None:
+                self.observer(False, type(exc).__name__)
+            denial = self.failure.decide(call, exc, deadline_ms)
+            # Not ADMITTED when let through: Redis was tried (see PreTradeEngine.admit).
+            return Admission() if denial is None else denial
+        if self.observer is not None:
+            self.observer(True, "")
         if not reply.accepted:
             return refusal(call, plan, reply)
-        return Admission(budget_metadata(plan, reply), self._recorder(plan.record, reply))
+        metadata = ((REPLAY_KEY, "1"),) if reply.retry else budget_metadata(plan, reply)
+        finish = self._finisher(plan, reply)
+        return Admission(metadata, finish, wants_order_id=plan.record is not None)
 
     async def usage(self, account_id: str, symbol: str) -> list[tuple[Check, OpOutcome]]:
         """Every counter the account's limits on ``symbol`` define, as it stands now."""
@@ -161,18 +197,28 @@ class CounterGate:
         if self._background:
             await asyncio.wait(set(self._background), timeout=1.0)
 
-    def _recorder(
-        self, record: PlacementRecord | None, reply: StoreReply
-    ) -> Callable[[str], None] | None:
-        if record is None:
+    def _finisher(self, plan: CounterPlan, reply: StoreReply) -> Callable[[str], None] | None:
+        """What to write once the upstream answered: the order record (by the exchange's
+        order id) and the end of the free retries."""
+        record, retry_key = plan.record, plan.idempotency_key
+        if record is None and not retry_key:
             return None
-        value = f"{reply.now_us // 1000}|{1 if record.large else 0}"
+        value = f"{reply.now_us // 1000}|{1 if record and record.large else 0}"
+        forget = (retry_key,) if retry_key else ()
 
-        def remember(order_id: str) -> None:
-            key = order_record_key(record.subject, record.account_id, order_id=order_id)
-            self._spawn(self.store.remember([(key, value, record.ttl_ms)]))
+        def finish(order_id: str) -> None:
+            records = []
+            if record is not None and order_id:
+                key = order_record_key(record.subject, record.account_id, order_id=order_id)
+                records.append((key, value, record.ttl_ms))
+            if records or forget:
+                self._spawn(self._write(records, forget))
 
-        return remember
+        return finish
+
+    async def _write(self, records: list[tuple[str, str, int]], forget: tuple[str, ...]) -> None:
+        async with asyncio.timeout(self.deadline_ms / 1000):
+            await self.store.remember(records, forget)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -182,28 +228,7 @@ class CounterGate:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("counters.record_failed", error=str(task.exception()))
-
-    def _store_failed(self, call: OrderCall, exc: BaseException) -> Denial | Admission:
-        let_through = call.action is Action.CANCEL
-        outcome = "allowed" if let_through else "refused"
-        STORE_FAILURES.labels(call.action.value, outcome).inc()
-        log.warning(
-            "counters.unavailable",
-            action=call.action.value,
-            outcome=outcome,
-            account_id=call.account_id,
-            error=repr(exc),
-        )
-        if let_through:
-            return Admission()  # not ADMITTED: Redis was tried (see PreTradeEngine.admit)
-        return Denial(
-            Reason.COUNTERS_UNAVAILABLE,
-            "order counters are unavailable: new orders and amends are refused until they are "
-            "back (cancels are accepted)",
-            {"limit": "counters", "error": type(exc).__name__},
-            retry_after_ms=UNAVAILABLE_RETRY_MS,
-        )
+            log.warning("counters.record_failed", error=repr(task.exception()))
 
 
 def budget_metadata(plan: CounterPlan, reply: StoreReply) -> tuple[tuple[str, str], ...]:

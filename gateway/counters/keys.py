@@ -1,7 +1,7 @@
 """Counter key names.
 
-Every key is built from a *counting subject*: the account today, a linked
-account group once groups exist. The subject is the key's ``{...}`` hash tag,
+Every key is built from a *counting subject*: the account, or its linked
+group when it has one. The subject is the key's ``{...}`` hash tag,
 so all counters one order touches live in one Redis Cluster slot and the
 counter script can run there. Only :func:`counting_subject` (or whatever
 resolver replaces it) decides whose budget an order spends.
@@ -13,9 +13,15 @@ from gateway.counters.limits import LimitKind
 from gateway.store.keys import PREFIX
 
 
-def counting_subject(account_id: str) -> str:
-    """Whose counters an account's orders spend: the account itself (for now)."""
-    return f"acct:{account_id}"
+def counting_subject(account_id: str, group_id: str = "") -> str:
+    """Whose counters an account's orders spend: its linked group's when it is linked
+    (see :mod:`gateway.groups`), else its own."""
+    return group_subject(group_id) if group_id else f"acct:{account_id}"
+
+
+def group_subject(group_id: str) -> str:
+    """The counting subject shared by every account linked into ``group_id``."""
+    return f"grp:{group_id}"
 
 
 def rate_key(subject: str, kind: LimitKind, window_ms: int, bucketed: bool = False) -> str:
@@ -39,6 +45,11 @@ def order_record_key(
     if order_id:
         return f"{PREFIX}:{{{subject}}}:ord:{account_id}:i:{order_id}"
     return f"{PREFIX}:{{{subject}}}:ord:{account_id}:c:{client_id}"
+
+
+def idempotency_key(subject: str, account_id: str, client_id: str) -> str:
+    """A place admitted with this client order id, within the idempotency window."""
+    return f"{PREFIX}:{{{subject}}}:idem:{account_id}:{client_id}"
 
 
 def subject_pattern(subject: str) -> str:

@@ -265,8 +265,9 @@ class CounterPolicy:
     day_start_ms: int = 0
     #: How long the gateway remembers a large order (to count its cancel as large).
     order_memory_ms: int = 86_400_000
-    #: Longest wait for the counter store before the failure policy decides.
-    timeout_ms: int = 500
+    #: Longest wait for the counter store before the failure policy decides; None:
+    #: the gateway's ``--redis-timeout-ms`` (see gateway.reliability).
+    timeout_ms: int | None = None
 
     def table(self, ref: ScopeRef) -> LimitTable:
         return self.tables.get(ref, {})

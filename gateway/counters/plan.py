@@ -9,7 +9,8 @@ What a call touches:
 
 * place: every ``order_rate`` window; ``large_order_rate`` when large;
   ``daily_open`` unless reduce-only; the day's order tally; with a client
-  order id, the record of when it was admitted (for resting time, large cancels);
+  order id, the record of when it was admitted (for resting time, large cancels)
+  and, with idempotency on, the retry record (see gateway/reliability/idempotency.py);
 * cancel: what is remembered of the order; ``min_resting``; ``cancel_rate``;
   ``large_cancel_rate`` if the order is remembered as large; ``cancel_ratio``;
   the day's cancel tally;
@@ -25,11 +26,12 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
-from gateway.counters.keys import day_key, order_record_key, rate_key
+from gateway.counters.keys import day_key, idempotency_key, order_record_key, rate_key
 from gateway.counters.limits import CounterPolicy, LimitKind, Scope, ScopeRef, format_duration
 from gateway.counters.resolve import EffectiveLimits
 from gateway.decimals import format_decimal
 from gateway.model import Action
+from gateway.reliability.idempotency import FREE_RETRIES
 from gateway.validation import OrderCall
 
 ReferencePrice = Callable[[str], Decimal | None]
@@ -42,6 +44,8 @@ BUCKETS = 500
 #: Extra life of a resting-time record beyond the resting time itself.
 RECORD_MARGIN_MS = 1000
 DAY = "day"
+#: Ops that spend a budget or a tally: a place with none of them needs no retry record.
+_SPENDS = frozenset({"W", "B", "D", "T"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,8 @@ class CounterPlan:
     checks: tuple[Check | None, ...]
     day_start_ms: int
     record: PlacementRecord | None = None
+    #: The retry record of a place with a client order id ("" when none).
+    idempotency_key: str = ""
 
     @property
     def empty(self) -> bool:
@@ -122,11 +128,16 @@ def build_plan(
     subject: str,
     policy: CounterPolicy,
     reference_price: ReferencePrice | None = None,
+    idempotency_ms: int = 0,
 ) -> CounterPlan:
     b = _Builder()
     record: PlacementRecord | None = None
+    retry_key = ""
     if call.action is Action.PLACE:
         record = _place(b, call, limits, subject, policy, reference_price)
+        if idempotency_ms and call.client_order_id and any(op[0] in _SPENDS for op in b.ops):
+            retry_key = idempotency_key(subject, call.account_id, call.client_order_id)
+            b.op("I", b.key(retry_key), str(idempotency_ms), str(FREE_RETRIES))
     elif call.action is Action.CANCEL:
         _cancel(b, call, limits, subject)
     else:
@@ -138,6 +149,7 @@ def build_plan(
         checks=tuple(b.checks),
         day_start_ms=policy.day_start_ms,
         record=record,
+        idempotency_key=retry_key,
     )
 
 

@@ -80,7 +80,7 @@ class CounterPolicyLoader:
             tables={ref: dict(table) for ref, table in self._tables.items()},
             day_start_ms=self._settings.get("day_start", defaults.day_start_ms),
             order_memory_ms=self._settings.get("order_memory", defaults.order_memory_ms),
-            timeout_ms=self._settings.get("timeout", defaults.timeout_ms),
+            timeout_ms=self._settings.get("timeout"),
         )
 
     def _add_settings(self, table: Any, lines: TomlLines) -> None:

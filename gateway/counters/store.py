@@ -2,9 +2,9 @@
 
 :class:`CounterStore` is the boundary the gate talks to (a later store can
 batch the plans of concurrent calls into one pipeline behind the same three
-methods). :class:`RedisCounterStore` runs ``counters.lua``: registered once,
-called by ``EVALSHA`` and reloaded by redis-py on ``NOSCRIPT`` (after a Redis
-restart, failover or ``SCRIPT FLUSH``).
+methods). :class:`RedisCounterStore` runs ``counters.lua`` by ``EVALSHA``, and
+by ``EVAL`` on the node that answers ``NOSCRIPT`` (after a Redis restart, a
+failover or ``SCRIPT FLUSH``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from gateway.counters.plan import CounterPlan
-from gateway.store.scripts import lua_source
+from gateway.store.redis_client import RedisClient
+from gateway.store.scripts import LuaScript
 
-ACCEPTED, REFUSED, PEEKED = 1, 0, 2
+ACCEPTED, REFUSED, PEEKED, RETRY = 1, 0, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +40,17 @@ class StoreReply:
     #: Redis server time of the decision, in microseconds.
     now_us: int
     outcomes: tuple[OpOutcome, ...]
+    #: For a retry of an admitted place: how many uncounted retries it has had.
+    retries: int = 0
 
     @property
     def accepted(self) -> bool:
-        return self.status == ACCEPTED
+        """Admitted: counted now, or a retry of a place counted before."""
+        return self.status in (ACCEPTED, RETRY)
+
+    @property
+    def retry(self) -> bool:
+        return self.status == RETRY
 
 
 class CounterStore(Protocol):
@@ -54,16 +60,18 @@ class CounterStore(Protocol):
     async def peek(self, plan: CounterPlan) -> StoreReply:
         """Report every counter of the plan as it stands; change nothing."""
 
-    async def remember(self, records: Sequence[tuple[str, str, int]]) -> None:
-        """Store ``(key, value, ttl_ms)`` order records."""
+    async def remember(
+        self, records: Sequence[tuple[str, str, int]], forget: Sequence[str] = ()
+    ) -> None:
+        """Store ``(key, value, ttl_ms)`` order records and delete the ``forget`` keys."""
 
 
 class RedisCounterStore:
     """``clock_us`` pins the time the script uses (tests only); by default Redis ``TIME``."""
 
-    def __init__(self, redis: Redis, clock_us: Callable[[], int] | None = None) -> None:
+    def __init__(self, redis: RedisClient, clock_us: Callable[[], int] | None = None) -> None:
         self._redis = redis
-        self._script = redis.register_script(lua_source("counters"))
+        self._script = LuaScript("counters")
         self._clock_us = clock_us
         self._nonce_prefix = secrets.token_hex(6)
         self._sequence = itertools.count()
@@ -74,23 +82,29 @@ class RedisCounterStore:
     async def peek(self, plan: CounterPlan) -> StoreReply:
         return await self._run("peek", plan)
 
-    async def remember(self, records: Sequence[tuple[str, str, int]]) -> None:
+    async def remember(
+        self, records: Sequence[tuple[str, str, int]], forget: Sequence[str] = ()
+    ) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, value, ttl_ms in records:
                 pipe.set(key, value, px=ttl_ms)
+            for key in forget:
+                pipe.delete(key)
             await pipe.execute()
 
     async def _run(self, mode: str, plan: CounterPlan) -> StoreReply:
         pinned = str(self._clock_us()) if self._clock_us is not None else ""
         nonce = f"{self._nonce_prefix}:{next(self._sequence)}"
         args = [mode, pinned, nonce, str(plan.day_start_ms), *plan.args()]
-        raw = await self._script(keys=list(plan.keys), args=args)
+        raw = await self._script(self._redis, plan.keys, args)
         return parse_reply(raw)
 
 
 def parse_reply(raw: Sequence[Any]) -> StoreReply:
     status, now_us = int(raw[0]), int(raw[1])
     rest = [int(x) for x in raw[2:]]
+    if status == RETRY:
+        return StoreReply(status, now_us, (), retries=rest[1])
     if status == ACCEPTED:
         outcomes = tuple(
             OpOutcome(rest[i] - 1, remaining=rest[i + 1]) for i in range(0, len(rest), 2)

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from gateway.model import FlagKind
 from gateway.store.keys import CHANGES_CHANNEL, flag_key, flag_pattern, record_id_from_key
-from gateway.store.scripts import lua_source
+from gateway.store.redis_client import RedisClient, scan_keys
+from gateway.store.scripts import LuaScript
 
 Fields = dict[str, str]
 
@@ -50,10 +49,10 @@ class WriteResult:
 class FlagStore:
     """Reads and writes flag hashes; every write is published on :data:`CHANGES_CHANNEL`."""
 
-    def __init__(self, redis: Redis, channel: str = CHANGES_CHANNEL) -> None:
+    def __init__(self, redis: RedisClient, channel: str = CHANGES_CHANNEL) -> None:
         self._redis = redis
         self._channel = channel
-        self._write_script = redis.register_script(lua_source("flag_write"))
+        self._write_script = LuaScript("flag_write")
 
     @property
     def channel(self) -> str:
@@ -74,7 +73,8 @@ class FlagStore:
             args.append("set")
             for name, value in fields.items():
                 args.extend((name, value))
-        old, new, version = await self._write_script(keys=[flag_key(kind, record_id)], args=args)
+        key = flag_key(kind, record_id)
+        old, new, version = await self._write_script(self._redis, [key], args)
         return WriteResult(old=_pairs(old) or None, new=_pairs(new) or None, version=int(version))
 
     async def read(self, kind: FlagKind, record_id: str) -> Fields | None:
@@ -87,8 +87,8 @@ class FlagStore:
         for kind in FlagKind:
             records: dict[str, Fields] = {}
             keys: list[str] = []
-            async for key in self._redis.scan_iter(match=flag_pattern(kind), count=1000):
-                keys.append(_text(key))
+            async for key in scan_keys(self._redis, flag_pattern(kind)):
+                keys.append(key)
                 if len(keys) >= _LOAD_BATCH:
                     await self._load_batch(kind, keys, records)
                     keys = []

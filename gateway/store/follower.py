@@ -14,17 +14,22 @@ import contextlib
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store.flags import FlagChange, FlagStore
+from gateway.store.redis_client import STORE_ERRORS, PubSubSource
 
 log = structlog.get_logger("gateway.follower")
 
 _BACKOFF_MIN_S = 0.05
-_BACKOFF_MAX_S = 2.0
+#: Reconnect attempts at least this often, so the snapshot is back soon after Redis.
+_BACKOFF_MAX_S = 0.5
 _PURGE_EVERY_S = 1.0
+#: The subscription is pinged every second; this long without an answer, it is
+#: taken as dead, and the snapshot reloaded once a new one is up.
+_LIVENESS_S = 3.0
+_LOAD_TIMEOUT_S = 30.0
+_PING_PAYLOAD = "pt:follower"
 
 
 class SnapshotFollower:
@@ -35,7 +40,7 @@ class SnapshotFollower:
     gap during which messages were lost (see :func:`gateway.store.redis_client.follower_client`).
     """
 
-    def __init__(self, redis: Redis, store: FlagStore, snapshot: Snapshot) -> None:
+    def __init__(self, redis: PubSubSource, store: FlagStore, snapshot: Snapshot) -> None:
         self._redis = redis
         self._store = store
         self._snapshot = snapshot
@@ -65,25 +70,28 @@ class SnapshotFollower:
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
         while True:
+            reloads = self.reloads
             try:
                 await self._follow_once()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except STORE_ERRORS as exc:
                 if self._snapshot.synced:
                     log.warning("snapshot.unsynced", error=str(exc))
                 self._snapshot.synced = False
+                if self.reloads != reloads:  # it was synced: a fresh outage
+                    backoff = _BACKOFF_MIN_S
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            else:  # pragma: no cover - _follow_once only returns by raising
-                backoff = _BACKOFF_MIN_S
 
     async def _follow_once(self) -> None:
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._store.channel)
             await self._await_subscribed(pubsub)
-            unreadable = self._snapshot.replace_all(await self._store.load_all())
+            async with asyncio.timeout(_LOAD_TIMEOUT_S):
+                records = await self._store.load_all()
+            unreadable = self._snapshot.replace_all(records)
             if unreadable:
                 log.error(
                     "snapshot.unreadable_records", keys=unreadable[:20], count=len(unreadable)
@@ -97,17 +105,29 @@ class SnapshotFollower:
                 symbols=len(self._snapshot.symbols),
                 reloads=self.reloads,
             )
-            next_purge = asyncio.get_running_loop().time() + _PURGE_EVERY_S
+            loop = asyncio.get_running_loop()
+            next_purge = loop.time() + _PURGE_EVERY_S
+            last_pong = loop.time()
             while True:
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_PURGE_EVERY_S
-                )
-                if message is not None and message.get("type") == "message":
-                    self._apply(message)
-                loop_now = asyncio.get_running_loop().time()
+                # Raw replies: redis-py's get_message mistakes a decoded pong for a
+                # subscribe confirmation and drops it.
+                response = await pubsub.parse_response(block=False, timeout=_PURGE_EVERY_S)
+                if _is_pong(response):
+                    last_pong = loop.time()
+                elif response is not None:
+                    message = await pubsub.handle_message(  # type: ignore[no-untyped-call]
+                        response, ignore_subscribe_messages=True
+                    )
+                    if message is not None and message.get("type") == "message":
+                        self._apply(message)
+                loop_now = loop.time()
                 if loop_now >= next_purge:
                     self._snapshot.purge_lapsed(now_ms())
                     next_purge = loop_now + _PURGE_EVERY_S
+                    if loop_now - last_pong > _LIVENESS_S:
+                        # A stopped server or a dead link shows no error: only silence.
+                        raise ConnectionError("no answer from Redis on the subscription")
+                    await pubsub.ping(_PING_PAYLOAD)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -128,3 +148,13 @@ class SnapshotFollower:
             self._snapshot.apply(change.kind, change.record_id, change.fields, change.version)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("snapshot.bad_message", error=str(exc))
+
+
+def _is_pong(response: Any) -> bool:
+    """The answer to our PING on the subscription: ``[pong, payload]`` or the bare payload."""
+    if isinstance(response, list | tuple) and len(response) == 2:
+        kind = response[0].decode() if isinstance(response[0], bytes) else str(response[0])
+        response = response[1] if kind.lower() == "pong" else None
+    if isinstance(response, bytes):
+        response = response.decode(errors="replace")
+    return bool(response == _PING_PAYLOAD)

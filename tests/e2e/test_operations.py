@@ -157,6 +157,11 @@ async def test_every_refusal_kind_is_recorded(d: OpsDeployment) -> None:
         request = pb.CancelOrderRequest(account_id=account, symbol="BTC-USDT", **ref)
         return orders.CancelOrder(request)
 
+    # Linked accounts: wash's resting ask, then trade's crossing bid is a self-trade.
+    await admin.LinkAccounts(
+        apb.LinkAccountsRequest(account_ids=["wash", "trade"], reason="same device", actor="ops")
+    )
+    await orders.PlaceOrder(limit_order("wash", side=pb.SIDE_SELL, price="101"))
     # Calls that use up a budget first, so that the case after them is refused.
     await orders.PlaceOrder(limit_order("rate"))
     await _ignore_refusal(cancel("cancels", order_id="X-404"))
@@ -198,6 +203,7 @@ async def test_every_refusal_kind_is_recorded(d: OpsDeployment) -> None:
         "DAILY_POSITION_LIMIT": lambda: orders.PlaceOrder(limit_order("daily")),
         "CANCEL_RATIO_EXCEEDED": lambda: cancel("ratio", order_id="X-406"),
         "MIN_RESTING_TIME": lambda: cancel("hft", client_order_id="young"),
+        "SELF_TRADE": lambda: orders.PlaceOrder(limit_order("trade", price="101")),
     }
     # Reasons that need an outage are recorded by the fault tests, not here; the key
     # checks (authentication is off here) by tests/e2e/test_auth.py.

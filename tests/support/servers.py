@@ -178,6 +178,8 @@ class InterceptorDeployment:
 async def running_interceptor(
     redis_url: str,
     policy: pathlib.Path = POLICY,
+    trusted_proxy_header: str | None = None,
+    exchange: object | None = None,
     *,
     auth: bool = False,
     admin_tokens: dict[str, str] | None = None,
@@ -189,8 +191,12 @@ async def running_interceptor(
     from gateway.admin_auth import AdminCredentials, AdminGuard
     from gateway.exchange import ReferenceExchange, add_to_server
 
-    keeper = await Gatekeeper.open(redis_url, load_policy(policy), auth=auth)
-    exchange = ReferenceExchange()
+    keeper = await Gatekeeper.open(
+        redis_url, load_policy(policy), trusted_proxy_header=trusted_proxy_header, auth=auth
+    )
+    if exchange is None:
+        exchange = ReferenceExchange()
+    assert isinstance(exchange, ReferenceExchange)
     order_server = aio.server(interceptors=[PreTradeInterceptor(keeper.engine)])
     add_to_server(order_server, exchange)
     order_port = order_server.add_insecure_port("127.0.0.1:0")

@@ -23,6 +23,11 @@
 --   T  key, field                         on accept: add 1 to a day field
 --   S  key, ttl ms, large "0"/"1"         on accept: remember this order
 --   U  key, ttl ms, large "0"/"1"         on accept: update (or create) a record
+--   I  key, window ms, free retries       a place with a client order id: if the
+--                                          key holds n < free retries, this is a
+--                                          retry of an admitted place: store n + 1,
+--                                          decide nothing, consume nothing (status 3);
+--                                          on accept: store 0 for the window
 --
 -- Windows (the caller picks; see gateway/counters/plan.py): W, a sliding log,
 -- a sorted set of admission times in microseconds (exact; memory grows with
@@ -33,6 +38,7 @@
 --   1 accepted: then pairs  { op index, remaining }  for every W, B and D op
 --   0 refused:  then quads  { op index, count, limit, delay ms } per failed check
 --   2 peek:     then quads  { op index, count, limit, delay ms or 0 } per check
+--   3 retry:    then { op index, retries used } (nothing else was read or written)
 
 local BUCKETS = 500
 local DAY_MS = 86400000
@@ -233,6 +239,20 @@ for i = 5, #ARGV, 5 do
   ops[#ops + 1] = { ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] }
 end
 
+-- A retry of an admitted place (see gateway/reliability/idempotency.py) is
+-- let through uncounted, before anything else is read.
+if mode ~= 'peek' then
+  for i, op in ipairs(ops) do
+    if op[1] == 'I' then
+      local used = tonumber(redis.call('GET', KEYS[op[2]]))
+      if used and used < tonumber(op[4]) then
+        redis.call('SET', KEYS[op[2]], int(used + 1), 'KEEPTTL')
+        return { 3, int(now_us), i, int(used + 1) }
+      end
+    end
+  end
+end
+
 local checks = {}   -- { op index, count, limit, delay, failed }
 local states = {}   -- op index -> window state (for phase 2)
 local failed = false
@@ -323,6 +343,8 @@ for i, op in ipairs(ops) do
     day_incr(key, op[3])
   elseif name == 'S' then
     redis.call('SET', key, int(now_ms) .. '|' .. op[4], 'PX', op[3])
+  elseif name == 'I' then
+    redis.call('SET', key, '0', 'PX', op[3])
   elseif name == 'U' then
     local value = redis.call('GET', key)
     if value then

@@ -266,7 +266,7 @@ async def test_store_failure_refuses_orders_and_lets_cancels_through() -> None:
         LimitKind.CANCEL_RATE: parse_value(LimitKind.CANCEL_RATE, "5/1s")}}))  # fmt: skip
     place = OrderCall(Action.PLACE, "alice", "BTC-USDT")
     refusal = denied(await gate.admit(place))
-    assert refusal.reason is Reason.COUNTERS_UNAVAILABLE
+    assert refusal.reason is Reason.STORE_UNAVAILABLE
     assert refusal.code is grpc.StatusCode.UNAVAILABLE and refusal.retry_after_ms
     admitted(await gate.admit(OrderCall(Action.CANCEL, "alice", "BTC-USDT", order_id="X-1")))
     await dead.aclose()
@@ -279,7 +279,7 @@ async def test_slow_store_hits_the_timeout(harness: Harness, paused_ms: int) -> 
     admin = Redis(connection_pool=harness.redis.connection_pool)
     await admin.execute_command("CLIENT", "PAUSE", paused_ms, "ALL")
     try:
-        assert denied(await harness.place()).reason is Reason.COUNTERS_UNAVAILABLE
+        assert denied(await harness.place()).reason is Reason.STORE_UNAVAILABLE
     finally:
         # The pause lapses on its own; nothing to undo from a paused client.
         pass

@@ -133,3 +133,29 @@ def test_usage_plan_reads_every_counter() -> None:
         "order_rate/1s", "order_rate/1d", "cancel_rate/1s", "large_order_rate/1s",
         "large_cancel_rate/1s", "daily_open/day", "cancel_ratio/day",
     ]  # fmt: skip
+
+
+def test_a_place_with_a_client_order_id_carries_its_retry_record() -> None:
+    from gateway.counters.keys import idempotency_key
+    from gateway.reliability.idempotency import FREE_RETRIES
+
+    policy = CounterPolicy(
+        tables={DEFAULT_SCOPE: {K.ORDER_RATE: parse_value(K.ORDER_RATE, "5/1s")}}
+    )
+    snap = Snapshot({"BTC-USDT": SymbolSpec("BTC-USDT", "spot", "BTC", "USDT")})
+    limits = LimitResolver(snap, policy).effective("alice", "BTC-USDT", 0)
+    key = idempotency_key(SUBJECT, "alice", "c-1")
+    plan = build_plan(place(client_order_id="c-1"), limits, SUBJECT, policy, idempotency_ms=60_000)
+    assert plan.idempotency_key == key
+    assert described(plan)[-1] == f"I {key} 60000 {FREE_RETRIES}"
+    # Off, without a client order id, or when the place spends nothing: no record.
+    assert not build_plan(place(client_order_id="c-1"), limits, SUBJECT, policy).idempotency_key
+    assert not build_plan(place(), limits, SUBJECT, policy, idempotency_ms=60_000).idempotency_key
+    cancels_only = CounterPolicy(
+        tables={DEFAULT_SCOPE: {K.CANCEL_RATE: parse_value(K.CANCEL_RATE, "5/1s")}}
+    )
+    limits = LimitResolver(snap, cancels_only).effective("alice", "BTC-USDT", 0)
+    plan = build_plan(
+        place(client_order_id="c-1"), limits, SUBJECT, cancels_only, idempotency_ms=1000
+    )
+    assert not plan.idempotency_key

@@ -111,6 +111,32 @@ market orders use the last known price (if any) for notional checks.
 """
 Global___StaleReference: _TypeAlias = StaleReference  # noqa: Y015
 
+class _SelfTradePrevention:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SelfTradePreventionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SelfTradePrevention.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SELF_TRADE_PREVENTION_UNSPECIFIED: _SelfTradePrevention.ValueType  # 0
+    """The default: EXPIRE_TAKER."""
+    SELF_TRADE_PREVENTION_EXPIRE_TAKER: _SelfTradePrevention.ValueType  # 1
+    """The incoming order is refused (SELF_TRADE); the resting one stays."""
+    SELF_TRADE_PREVENTION_NONE: _SelfTradePrevention.ValueType  # 2
+    """No prevention by the gateway."""
+
+class SelfTradePrevention(_SelfTradePrevention, metaclass=_SelfTradePreventionEnumTypeWrapper):
+    """What the gateway does with an order that would trade against a resting
+    order of an account linked to the same group.
+    """
+
+SELF_TRADE_PREVENTION_UNSPECIFIED: SelfTradePrevention.ValueType  # 0
+"""The default: EXPIRE_TAKER."""
+SELF_TRADE_PREVENTION_EXPIRE_TAKER: SelfTradePrevention.ValueType  # 1
+"""The incoming order is refused (SELF_TRADE); the resting one stays."""
+SELF_TRADE_PREVENTION_NONE: SelfTradePrevention.ValueType  # 2
+"""No prevention by the gateway."""
+Global___SelfTradePrevention: _TypeAlias = SelfTradePrevention  # noqa: Y015
+
 class _LimitScope:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -251,6 +277,27 @@ DECISION_SHADOW: Decision.ValueType  # 3
 """A shadowed rule would have refused; the call went on."""
 Global___Decision: _TypeAlias = Decision  # noqa: Y015
 
+class _EvidenceKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EvidenceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EvidenceKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVIDENCE_KIND_UNSPECIFIED: _EvidenceKind.ValueType  # 0
+    EVIDENCE_KIND_DEVICE: _EvidenceKind.ValueType  # 1
+    """The x-pretrade-device-id request metadata."""
+    EVIDENCE_KIND_IP: _EvidenceKind.ValueType  # 2
+    """The client's IP address (the connection's, or a trusted proxy header's)."""
+
+class EvidenceKind(_EvidenceKind, metaclass=_EvidenceKindEnumTypeWrapper): ...
+
+EVIDENCE_KIND_UNSPECIFIED: EvidenceKind.ValueType  # 0
+EVIDENCE_KIND_DEVICE: EvidenceKind.ValueType  # 1
+"""The x-pretrade-device-id request metadata."""
+EVIDENCE_KIND_IP: EvidenceKind.ValueType  # 2
+"""The client's IP address (the connection's, or a trusted proxy header's)."""
+Global___EvidenceKind: _TypeAlias = EvidenceKind  # noqa: Y015
+
 class _OrderChannel:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -288,11 +335,19 @@ class Account(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     LEVERAGE_LIMIT_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_STATE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     state: Global___AccountState.ValueType
     """ACTIVE when no restriction is in force."""
     reason: _builtins.str
     actor: _builtins.str
+    group_id: _builtins.str
+    """The group the account is linked into; empty when none."""
+    effective_state: Global___AccountState.ValueType
+    """What is enforced: the most restrictive of the account's own state and
+    its group's.
+    """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -313,10 +368,12 @@ class Account(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         leverage_limit: Global___LeverageLimit | None = ...,
+        group_id: _builtins.str = ...,
+        effective_state: Global___AccountState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "leverage_limit", b"leverage_limit", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "expires_at", b"expires_at", "leverage_limit", b"leverage_limit", "reason", b"reason", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "effective_state", b"effective_state", "expires_at", b"expires_at", "group_id", b"group_id", "leverage_limit", b"leverage_limit", "reason", b"reason", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -478,6 +535,7 @@ class SymbolSpec(_message.Message):
     REFERENCE_MAX_AGE_MS_FIELD_NUMBER: _builtins.int
     STALE_REFERENCE_FIELD_NUMBER: _builtins.int
     PROGRAM_TRADING_FORBIDDEN_FIELD_NUMBER: _builtins.int
+    STP_MODE_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Upper case, e.g. "BTC-USDT"."""
     product: _builtins.str
@@ -508,6 +566,8 @@ class SymbolSpec(_message.Message):
     stale_reference: Global___StaleReference.ValueType
     program_trading_forbidden: _builtins.bool
     """Refuse program (API) orders on this symbol (the product may forbid them too)."""
+    stp_mode: Global___SelfTradePrevention.ValueType
+    """Self-trade prevention between linked accounts (UNSPECIFIED: EXPIRE_TAKER)."""
     @_builtins.property
     def leverage_brackets(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeverageBracket]: ...
     def __init__(
@@ -532,10 +592,11 @@ class SymbolSpec(_message.Message):
         reference_max_age_ms: _builtins.int = ...,
         stale_reference: Global___StaleReference.ValueType = ...,
         program_trading_forbidden: _builtins.bool = ...,
+        stp_mode: Global___SelfTradePrevention.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_buy_down_pct", b"band_buy_down_pct", "band_buy_up_pct", b"band_buy_up_pct", "band_sell_down_pct", b"band_sell_down_pct", "band_sell_up_pct", b"band_sell_up_pct", "base_asset", b"base_asset", "leverage_brackets", b"leverage_brackets", "lot_size", b"lot_size", "max_leverage", b"max_leverage", "max_notional", b"max_notional", "max_quantity", b"max_quantity", "min_notional", b"min_notional", "min_quantity", b"min_quantity", "product", b"product", "program_trading_forbidden", b"program_trading_forbidden", "quote_asset", b"quote_asset", "reference_max_age_ms", b"reference_max_age_ms", "stale_reference", b"stale_reference", "symbol", b"symbol", "tick_size", b"tick_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band_buy_down_pct", b"band_buy_down_pct", "band_buy_up_pct", b"band_buy_up_pct", "band_sell_down_pct", b"band_sell_down_pct", "band_sell_up_pct", b"band_sell_up_pct", "base_asset", b"base_asset", "leverage_brackets", b"leverage_brackets", "lot_size", b"lot_size", "max_leverage", b"max_leverage", "max_notional", b"max_notional", "max_quantity", b"max_quantity", "min_notional", b"min_notional", "min_quantity", b"min_quantity", "product", b"product", "program_trading_forbidden", b"program_trading_forbidden", "quote_asset", b"quote_asset", "reference_max_age_ms", b"reference_max_age_ms", "stale_reference", b"stale_reference", "stp_mode", b"stp_mode", "symbol", b"symbol", "tick_size", b"tick_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -611,12 +672,18 @@ class SetAccountStateRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     state: Global___AccountState.ValueType
     reason: _builtins.str
     """Why (required): shown to ops and kept in the audit trail."""
     actor: _builtins.str
     """Who (required)."""
+    group_id: _builtins.str
+    """Set the state of a whole linked group instead (account_id empty): every
+    member gets the most restrictive of its own state and the group's. A
+    member unlinked later keeps its own state only.
+    """
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """Optional: the state lapses back to ACTIVE after this long."""
@@ -629,10 +696,11 @@ class SetAccountStateRequest(_message.Message):
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        group_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "reason", b"reason", "state", b"state", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "group_id", b"group_id", "reason", b"reason", "state", b"state", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -644,18 +712,26 @@ class SetAccountStateResponse(_message.Message):
 
     ACCOUNT_FIELD_NUMBER: _builtins.int
     PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     previous_state: Global___AccountState.ValueType
     @_builtins.property
-    def account(self) -> Global___Account: ...
+    def account(self) -> Global___Account:
+        """Unset when the request targeted a group."""
+
+    @_builtins.property
+    def group(self) -> Global___Group:
+        """Set when the request targeted a group."""
+
     def __init__(
         self,
         *,
         account: Global___Account | None = ...,
         previous_state: Global___AccountState.ValueType = ...,
+        group: Global___Group | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "group", b"group"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "previous_state", b"previous_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "group", b"group", "previous_state", b"previous_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -920,6 +996,7 @@ class SetLeverageLimitRequest(_message.Message):
 
     SYMBOL_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
     MAX_LEVERAGE_FIELD_NUMBER: _builtins.int
     BRACKETS_FIELD_NUMBER: _builtins.int
     CLEAR_FIELD_NUMBER: _builtins.int
@@ -928,8 +1005,10 @@ class SetLeverageLimitRequest(_message.Message):
     TTL_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     account_id: _builtins.str
+    group_id: _builtins.str
+    """A linked group's cap: applies to every member, on top of its own."""
     max_leverage: _builtins.int
-    """The cap (1-1000). Required for an account; for a symbol, max_leverage
+    """The cap (1-1000). Required for an account or a group; for a symbol, max_leverage
     and/or brackets.
     """
     clear: _builtins.bool
@@ -949,6 +1028,7 @@ class SetLeverageLimitRequest(_message.Message):
         *,
         symbol: _builtins.str = ...,
         account_id: _builtins.str = ...,
+        group_id: _builtins.str = ...,
         max_leverage: _builtins.int = ...,
         brackets: _abc.Iterable[Global___LeverageBracket] | None = ...,
         clear: _builtins.bool = ...,
@@ -956,11 +1036,11 @@ class SetLeverageLimitRequest(_message.Message):
         actor: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "symbol", b"symbol", "target", b"target", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "group_id", b"group_id", "symbol", b"symbol", "target", b"target", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "brackets", b"brackets", "clear", b"clear", "max_leverage", b"max_leverage", "reason", b"reason", "symbol", b"symbol", "target", b"target", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "brackets", b"brackets", "clear", b"clear", "group_id", b"group_id", "max_leverage", b"max_leverage", "reason", b"reason", "symbol", b"symbol", "target", b"target", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["symbol", "account_id"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["symbol", "account_id", "group_id"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
@@ -2035,6 +2115,451 @@ class ListAdminActionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAdminActionsResponse: _TypeAlias = ListAdminActionsResponse  # noqa: Y015
+
+@_typing.final
+class GroupMember(_message.Message):
+    """-- linked accounts --------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    LINKED_AT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    reason: _builtins.str
+    """Why, who and when the account was linked."""
+    actor: _builtins.str
+    state: Global___AccountState.ValueType
+    """The member's own state (the group's may be more restrictive)."""
+    @_builtins.property
+    def linked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        linked_at: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___AccountState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["linked_at", b"linked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "linked_at", b"linked_at", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupMember: _TypeAlias = GroupMember  # noqa: Y015
+
+@_typing.final
+class Group(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
+    STATE_ACTOR_FIELD_NUMBER: _builtins.int
+    STATE_UPDATED_AT_FIELD_NUMBER: _builtins.int
+    STATE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LEVERAGE_LIMIT_FIELD_NUMBER: _builtins.int
+    COUNTING_SUBJECT_FIELD_NUMBER: _builtins.int
+    TRACKED_ORDERS_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    state: Global___AccountState.ValueType
+    """The group's own state, applied to every member on top of the member's
+    own (the most restrictive wins). ACTIVE when none is set.
+    """
+    state_reason: _builtins.str
+    state_actor: _builtins.str
+    counting_subject: _builtins.str
+    """Whose counters the members' calls spend, e.g. "grp:g-1"."""
+    tracked_orders: _builtins.int
+    """Resting orders of the members this gateway tracks for self-trade prevention."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupMember]:
+        """Sorted by account id."""
+
+    @_builtins.property
+    def state_updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def state_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the group state lapses back to ACTIVE on its own."""
+
+    @_builtins.property
+    def leverage_limit(self) -> Global___LeverageLimit:
+        """The group's leverage cap (SetLeverageLimit with group_id); unset when none."""
+
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        members: _abc.Iterable[Global___GroupMember] | None = ...,
+        state: Global___AccountState.ValueType = ...,
+        state_reason: _builtins.str = ...,
+        state_actor: _builtins.str = ...,
+        state_updated_at: _timestamp_pb2.Timestamp | None = ...,
+        state_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        leverage_limit: Global___LeverageLimit | None = ...,
+        counting_subject: _builtins.str = ...,
+        tracked_orders: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leverage_limit", b"leverage_limit", "state_expires_at", b"state_expires_at", "state_updated_at", b"state_updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counting_subject", b"counting_subject", "group_id", b"group_id", "leverage_limit", b"leverage_limit", "members", b"members", "state", b"state", "state_actor", b"state_actor", "state_expires_at", b"state_expires_at", "state_reason", b"state_reason", "state_updated_at", b"state_updated_at", "tracked_orders", b"tracked_orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Group: _TypeAlias = Group  # noqa: Y015
+
+@_typing.final
+class LinkAccountsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The group to link the accounts into. Empty: the group some of the
+    accounts are already in (there must be at most one), else a new group.
+    """
+    reason: _builtins.str
+    actor: _builtins.str
+    @_builtins.property
+    def account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Accounts already in the group are left as they are; an account linked
+        to another group is refused (unlink it first). The group ends up with at
+        least two members.
+        """
+
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        account_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_ids", b"account_ids", "actor", b"actor", "group_id", b"group_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkAccountsRequest: _TypeAlias = LinkAccountsRequest  # noqa: Y015
+
+@_typing.final
+class LinkAccountsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    LINKED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> Global___Group: ...
+    @_builtins.property
+    def linked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The accounts this call linked (the others already were members)."""
+
+    def __init__(
+        self,
+        *,
+        group: Global___Group | None = ...,
+        linked: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "linked", b"linked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkAccountsResponse: _TypeAlias = LinkAccountsResponse  # noqa: Y015
+
+@_typing.final
+class UnlinkAccountRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    reason: _builtins.str
+    actor: _builtins.str
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "actor", b"actor", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlinkAccountRequest: _TypeAlias = UnlinkAccountRequest  # noqa: Y015
+
+@_typing.final
+class UnlinkAccountResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The group the account left."""
+    @_builtins.property
+    def group(self) -> Global___Group:
+        """What remains of the group (no members when the account was the last)."""
+
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        group: Global___Group | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "group_id", b"group_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlinkAccountResponse: _TypeAlias = UnlinkAccountResponse  # noqa: Y015
+
+@_typing.final
+class GetGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    account_id: _builtins.str
+    """The group this account is linked into."""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "group_id", b"group_id", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "group_id", b"group_id", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["group_id", "account_id"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___GetGroupRequest: _TypeAlias = GetGroupRequest  # noqa: Y015
+
+@_typing.final
+class GetGroupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> Global___Group: ...
+    def __init__(
+        self,
+        *,
+        group: Global___Group | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetGroupResponse: _TypeAlias = GetGroupResponse  # noqa: Y015
+
+@_typing.final
+class ListGroupsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RESTRICTED_ONLY_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Default 100, at most 1000."""
+    page_token: _builtins.str
+    restricted_only: _builtins.bool
+    """Only groups whose own state is not ACTIVE."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        restricted_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "restricted_only", b"restricted_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupsRequest: _TypeAlias = ListGroupsRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___Group]:
+        """Sorted by group id, as this gateway enforces them now."""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___Group] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupsResponse: _TypeAlias = ListGroupsResponse  # noqa: Y015
+
+@_typing.final
+class AccountSighting(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    group_id: _builtins.str
+    """The account's group; empty when none."""
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp:
+        """When an order of the account last came with this evidence (to within a
+        minute: repeated sightings are recorded at most once a minute).
+        """
+
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        group_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "group_id", b"group_id", "last_seen", b"last_seen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountSighting: _TypeAlias = AccountSighting  # noqa: Y015
+
+@_typing.final
+class SuspectedAssociation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    MAX_ACCOUNTS_FIELD_NUMBER: _builtins.int
+    FLAGGED_AT_FIELD_NUMBER: _builtins.int
+    LINKED_FIELD_NUMBER: _builtins.int
+    kind: Global___EvidenceKind.ValueType
+    value: _builtins.str
+    """The device id or IP address."""
+    max_accounts: _builtins.int
+    """The policy's threshold: more accounts than this raise a suspicion."""
+    linked: _builtins.bool
+    """True when every account listed is already in one group."""
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountSighting]:
+        """Accounts seen with it within the window, most recent first."""
+
+    @_builtins.property
+    def flagged_at(self) -> _timestamp_pb2.Timestamp:
+        """When the suspicion was last raised (it is raised again when more
+        accounts appear).
+        """
+
+    def __init__(
+        self,
+        *,
+        kind: Global___EvidenceKind.ValueType = ...,
+        value: _builtins.str = ...,
+        accounts: _abc.Iterable[Global___AccountSighting] | None = ...,
+        max_accounts: _builtins.int = ...,
+        flagged_at: _timestamp_pb2.Timestamp | None = ...,
+        linked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["flagged_at", b"flagged_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "flagged_at", b"flagged_at", "kind", b"kind", "linked", b"linked", "max_accounts", b"max_accounts", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspectedAssociation: _TypeAlias = SuspectedAssociation  # noqa: Y015
+
+@_typing.final
+class ListSuspectedAssociationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    UNLINKED_ONLY_FIELD_NUMBER: _builtins.int
+    kind: Global___EvidenceKind.ValueType
+    """Only devices or only IPs; UNSPECIFIED: both."""
+    value: _builtins.str
+    """Only this device id or IP address."""
+    page_size: _builtins.int
+    """Default 100, at most 1000."""
+    page_token: _builtins.str
+    unlinked_only: _builtins.bool
+    """Leave out suspicions whose accounts are all in one group already."""
+    def __init__(
+        self,
+        *,
+        kind: Global___EvidenceKind.ValueType = ...,
+        value: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        unlinked_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "unlinked_only", b"unlinked_only", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSuspectedAssociationsRequest: _TypeAlias = ListSuspectedAssociationsRequest  # noqa: Y015
+
+@_typing.final
+class ListSuspectedAssociationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUSPECTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def suspects(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuspectedAssociation]:
+        """Most recently flagged first."""
+
+    def __init__(
+        self,
+        *,
+        suspects: _abc.Iterable[Global___SuspectedAssociation] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "suspects", b"suspects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSuspectedAssociationsResponse: _TypeAlias = ListSuspectedAssociationsResponse  # noqa: Y015
 
 @_typing.final
 class ApiKey(_message.Message):

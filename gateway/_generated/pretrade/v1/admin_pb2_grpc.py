@@ -138,6 +138,31 @@ class AdminStub:
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsRequest.SerializeToString,
                 response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsResponse.FromString,
                 _registered_method=True)
+        self.LinkAccounts = channel.unary_unary(
+                '/pretrade.v1.Admin/LinkAccounts',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.LinkAccountsRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.LinkAccountsResponse.FromString,
+                _registered_method=True)
+        self.UnlinkAccount = channel.unary_unary(
+                '/pretrade.v1.Admin/UnlinkAccount',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.UnlinkAccountRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.UnlinkAccountResponse.FromString,
+                _registered_method=True)
+        self.GetGroup = channel.unary_unary(
+                '/pretrade.v1.Admin/GetGroup',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.GetGroupRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.GetGroupResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/pretrade.v1.Admin/ListGroups',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.ListSuspectedAssociations = channel.unary_unary(
+                '/pretrade.v1.Admin/ListSuspectedAssociations',
+                request_serializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsRequest.SerializeToString,
+                response_deserializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsResponse.FromString,
+                _registered_method=True)
         self.IssueApiKey = channel.unary_unary(
                 '/pretrade.v1.Admin/IssueApiKey',
                 request_serializer=pretrade_dot_v1_dot_admin__pb2.IssueApiKeyRequest.SerializeToString,
@@ -298,6 +323,40 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LinkAccounts(self, request, context):
+        """Linked accounts (docs/groups.md): accounts under one person's control
+        share their counters, their group's state and self-trade prevention.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlinkAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSuspectedAssociations(self, request, context):
+        """Devices and IP addresses seen with more accounts than the policy allows
+        within its window (each also raised a SUSPECTED_ASSOCIATION audit event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IssueApiKey(self, request, context):
         """API keys for order entry, each bound to accounts and a channel. The key is
         returned once, by IssueApiKey; the gateway stores only a hash of it.
@@ -421,6 +480,31 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListAdminActions,
                     request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsRequest.FromString,
                     response_serializer=pretrade_dot_v1_dot_admin__pb2.ListAdminActionsResponse.SerializeToString,
+            ),
+            'LinkAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.LinkAccounts,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.LinkAccountsRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.LinkAccountsResponse.SerializeToString,
+            ),
+            'UnlinkAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlinkAccount,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.UnlinkAccountRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.UnlinkAccountResponse.SerializeToString,
+            ),
+            'GetGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroup,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.GetGroupRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.GetGroupResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListGroupsRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'ListSuspectedAssociations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSuspectedAssociations,
+                    request_deserializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsRequest.FromString,
+                    response_serializer=pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsResponse.SerializeToString,
             ),
             'IssueApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueApiKey,
@@ -982,6 +1066,141 @@ class Admin:
             '/pretrade.v1.Admin/ListAdminActions',
             pretrade_dot_v1_dot_admin__pb2.ListAdminActionsRequest.SerializeToString,
             pretrade_dot_v1_dot_admin__pb2.ListAdminActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LinkAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/LinkAccounts',
+            pretrade_dot_v1_dot_admin__pb2.LinkAccountsRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.LinkAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlinkAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/UnlinkAccount',
+            pretrade_dot_v1_dot_admin__pb2.UnlinkAccountRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.UnlinkAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/GetGroup',
+            pretrade_dot_v1_dot_admin__pb2.GetGroupRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.GetGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListGroups',
+            pretrade_dot_v1_dot_admin__pb2.ListGroupsRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSuspectedAssociations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pretrade.v1.Admin/ListSuspectedAssociations',
+            pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsRequest.SerializeToString,
+            pretrade_dot_v1_dot_admin__pb2.ListSuspectedAssociationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

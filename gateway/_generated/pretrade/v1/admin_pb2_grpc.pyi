@@ -79,6 +79,17 @@ class AdminStub:
     """Decisions as they are recorded, until the client cancels."""
     ListAdminActions: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAdminActionsRequest, _admin_pb2.ListAdminActionsResponse]
     """Every admin change: who, what, old and new value, why; newest first."""
+    LinkAccounts: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LinkAccountsRequest, _admin_pb2.LinkAccountsResponse]
+    """Linked accounts (docs/groups.md): accounts under one person's control
+    share their counters, their group's state and self-trade prevention.
+    """
+    UnlinkAccount: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UnlinkAccountRequest, _admin_pb2.UnlinkAccountResponse]
+    GetGroup: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetGroupRequest, _admin_pb2.GetGroupResponse]
+    ListGroups: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListGroupsRequest, _admin_pb2.ListGroupsResponse]
+    ListSuspectedAssociations: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListSuspectedAssociationsRequest, _admin_pb2.ListSuspectedAssociationsResponse]
+    """Devices and IP addresses seen with more accounts than the policy allows
+    within its window (each also raised a SUSPECTED_ASSOCIATION audit event).
+    """
     IssueApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueApiKeyRequest, _admin_pb2.IssueApiKeyResponse]
     """API keys for order entry, each bound to accounts and a channel. The key is
     returned once, by IssueApiKey; the gateway stores only a hash of it.
@@ -138,6 +149,17 @@ class AdminAsyncStub(AdminStub):
     """Decisions as they are recorded, until the client cancels."""
     ListAdminActions: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAdminActionsRequest, _admin_pb2.ListAdminActionsResponse]  # type: ignore[assignment]
     """Every admin change: who, what, old and new value, why; newest first."""
+    LinkAccounts: _aio.UnaryUnaryMultiCallable[_admin_pb2.LinkAccountsRequest, _admin_pb2.LinkAccountsResponse]  # type: ignore[assignment]
+    """Linked accounts (docs/groups.md): accounts under one person's control
+    share their counters, their group's state and self-trade prevention.
+    """
+    UnlinkAccount: _aio.UnaryUnaryMultiCallable[_admin_pb2.UnlinkAccountRequest, _admin_pb2.UnlinkAccountResponse]  # type: ignore[assignment]
+    GetGroup: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetGroupRequest, _admin_pb2.GetGroupResponse]  # type: ignore[assignment]
+    ListGroups: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListGroupsRequest, _admin_pb2.ListGroupsResponse]  # type: ignore[assignment]
+    ListSuspectedAssociations: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListSuspectedAssociationsRequest, _admin_pb2.ListSuspectedAssociationsResponse]  # type: ignore[assignment]
+    """Devices and IP addresses seen with more accounts than the policy allows
+    within its window (each also raised a SUSPECTED_ASSOCIATION audit event).
+    """
     IssueApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueApiKeyRequest, _admin_pb2.IssueApiKeyResponse]  # type: ignore[assignment]
     """API keys for order entry, each bound to accounts and a channel. The key is
     returned once, by IssueApiKey; the gateway stores only a hash of it.
@@ -314,6 +336,47 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAdminActionsResponse, _abc.Awaitable[_admin_pb2.ListAdminActionsResponse]]:
         """Every admin change: who, what, old and new value, why; newest first."""
+
+    @_abc_1.abstractmethod
+    def LinkAccounts(
+        self,
+        request: _admin_pb2.LinkAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.LinkAccountsResponse, _abc.Awaitable[_admin_pb2.LinkAccountsResponse]]:
+        """Linked accounts (docs/groups.md): accounts under one person's control
+        share their counters, their group's state and self-trade prevention.
+        """
+
+    @_abc_1.abstractmethod
+    def UnlinkAccount(
+        self,
+        request: _admin_pb2.UnlinkAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.UnlinkAccountResponse, _abc.Awaitable[_admin_pb2.UnlinkAccountResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetGroup(
+        self,
+        request: _admin_pb2.GetGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetGroupResponse, _abc.Awaitable[_admin_pb2.GetGroupResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListGroups(
+        self,
+        request: _admin_pb2.ListGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListGroupsResponse, _abc.Awaitable[_admin_pb2.ListGroupsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSuspectedAssociations(
+        self,
+        request: _admin_pb2.ListSuspectedAssociationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListSuspectedAssociationsResponse, _abc.Awaitable[_admin_pb2.ListSuspectedAssociationsResponse]]:
+        """Devices and IP addresses seen with more accounts than the policy allows
+        within its window (each also raised a SUSPECTED_ASSOCIATION audit event).
+        """
 
     @_abc_1.abstractmethod
     def IssueApiKey(

@@ -71,21 +71,29 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """The cancel would push the day's cancels/orders ratio above its cap."""
     REASON_MIN_RESTING_TIME: _Reason.ValueType  # 35
     """The order is younger than the product's minimum resting time."""
-    REASON_COUNTERS_UNAVAILABLE: _Reason.ValueType  # 36
-    """The counter store (Redis) did not answer; new orders and amends are
-    refused (UNAVAILABLE), cancels are let through.
+    REASON_STORE_UNAVAILABLE: _Reason.ValueType  # 36
+    """The store (Redis) did not answer within the deadline: new orders and
+    amends are refused (UNAVAILABLE); cancels and reduce-only orders are let
+    through by default (see docs/reliability.md).
     """
     REASON_KILL_SWITCH: _Reason.ValueType  # 40
     """Operations (40-49).
     A kill switch halts new orders and amends at the venue, the product, the
     account or its group; cancels pass.
     """
-    REASON_UNAUTHENTICATED: _Reason.ValueType  # 50
-    """Authentication and authorisation (50-59).
+    REASON_SELF_TRADE: _Reason.ValueType  # 50
+    """Linked accounts (50-59).
+    The order would trade against a resting order of an account linked to
+    the same group (self-trade prevention, "expire taker"): it is refused and
+    the resting order stays. `ErrorInfo.metadata` names the resting order
+    (`conflicting_order_id`, `conflicting_price`).
+    """
+    REASON_UNAUTHENTICATED: _Reason.ValueType  # 60
+    """Authentication and authorisation (60-69).
     No API key, a malformed one, or one that is unknown, revoked or expired
     (UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
     """
-    REASON_ACCOUNT_MISMATCH: _Reason.ValueType  # 51
+    REASON_ACCOUNT_MISMATCH: _Reason.ValueType  # 61
     """The API key is valid but not bound to the order's account
     (PERMISSION_DENIED).
     """
@@ -149,21 +157,29 @@ REASON_CANCEL_RATIO_EXCEEDED: Reason.ValueType  # 34
 """The cancel would push the day's cancels/orders ratio above its cap."""
 REASON_MIN_RESTING_TIME: Reason.ValueType  # 35
 """The order is younger than the product's minimum resting time."""
-REASON_COUNTERS_UNAVAILABLE: Reason.ValueType  # 36
-"""The counter store (Redis) did not answer; new orders and amends are
-refused (UNAVAILABLE), cancels are let through.
+REASON_STORE_UNAVAILABLE: Reason.ValueType  # 36
+"""The store (Redis) did not answer within the deadline: new orders and
+amends are refused (UNAVAILABLE); cancels and reduce-only orders are let
+through by default (see docs/reliability.md).
 """
 REASON_KILL_SWITCH: Reason.ValueType  # 40
 """Operations (40-49).
 A kill switch halts new orders and amends at the venue, the product, the
 account or its group; cancels pass.
 """
-REASON_UNAUTHENTICATED: Reason.ValueType  # 50
-"""Authentication and authorisation (50-59).
+REASON_SELF_TRADE: Reason.ValueType  # 50
+"""Linked accounts (50-59).
+The order would trade against a resting order of an account linked to
+the same group (self-trade prevention, "expire taker"): it is refused and
+the resting order stays. `ErrorInfo.metadata` names the resting order
+(`conflicting_order_id`, `conflicting_price`).
+"""
+REASON_UNAUTHENTICATED: Reason.ValueType  # 60
+"""Authentication and authorisation (60-69).
 No API key, a malformed one, or one that is unknown, revoked or expired
 (UNAUTHENTICATED). `ErrorInfo.metadata["problem"]` says which.
 """
-REASON_ACCOUNT_MISMATCH: Reason.ValueType  # 51
+REASON_ACCOUNT_MISMATCH: Reason.ValueType  # 61
 """The API key is valid but not bound to the order's account
 (PERMISSION_DENIED).
 """
