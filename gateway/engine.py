@@ -139,7 +139,7 @@ class PreTradeEngine:
         key = self._authenticate(metadata)
         if isinstance(key, Denial):
             return self._validation_failed(method, request, key, started, request_id, Stage.AUTH)
-        return await self._admit(method, request, metadata, request_id, peer, key, started)
+        return await self._admit(method, request, metadata, request_id, key, started, peer)
 
     def _authenticate(self, metadata: Metadata | None) -> ApiKey | Denial | None:
         return None if self.auth is None else self.auth.authenticate(metadata)
@@ -150,9 +150,9 @@ class PreTradeEngine:
         request: Any,
         metadata: Metadata | None,
         request_id: str,
-        peer: str,
         key: ApiKey | None,
         started: int,
+        peer: str = "",
     ) -> Denial | Admission:
         call = method.parse(request)
         if isinstance(call, Denial):
@@ -239,7 +239,7 @@ class PreTradeEngine:
             request = method.request_type.FromString(raw)
         except DecodeError:
             return self._validation_failed(method, None, _UNDECODABLE, started, request_id)
-        return await self._admit(method, request, metadata, request_id, peer, key, started)
+        return await self._admit(method, request, metadata, request_id, key, started, peer)
 
     def refuse_undecodable(
         self, method: OrderMethod, metadata: Metadata | None, request_id: str = ""

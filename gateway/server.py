@@ -146,7 +146,6 @@ class Gateway:
 
         admin_server = aio.server(
             options=SERVER_OPTIONS,
-            # Credentials first: nobody unauthenticated reaches anything else.
             interceptors=[*admin_interceptors, StoreUnavailableInterceptor()],
         )
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.keeper), admin_server)
