@@ -31,6 +31,7 @@ from gateway.metrics import Metrics
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
 from gateway.store.redis_client import RedisClient
+from gateway.tasks import stop_task
 
 log = structlog.get_logger("gateway.audit")
 
@@ -111,11 +112,8 @@ class AuditWriter:
 
     async def stop(self) -> None:
         """Stop the task, then try once more to write what is left; count the rest as lost."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         self._failures = _RETRIES  # one last attempt each, no retries
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), timeout=2.0)

@@ -9,7 +9,6 @@ until the file is fixed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pathlib
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from gateway.policy import Policy, PolicyError, load_policy, policy_files
+from gateway.tasks import stop_task
 
 log = structlog.get_logger("gateway.policy")
 
@@ -58,11 +58,8 @@ class PolicyWatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="policy-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     def check(self) -> bool:
         """Reload if the files changed; True when a new policy was applied."""

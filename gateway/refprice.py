@@ -19,7 +19,6 @@ is *stale* once older than the symbol's maximum age.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from gateway._generated.pretrade.v1 import order_entry_pb2_grpc as pb_grpc
 from gateway.decimals import DecimalFormatError, parse_positive_decimal
 from gateway.model import FlagKind, SymbolSpec
 from gateway.symbol_limits import reference_max_age_ms
+from gateway.tasks import stop_task
 from gateway.validation import SYMBOL_RE
 
 if TYPE_CHECKING:
@@ -127,11 +127,8 @@ class ExecutionPriceFollower:
             self._task = asyncio.create_task(self._run(), name=f"price-feed {self._target}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S

@@ -32,6 +32,7 @@ from gateway.association.store import EvidenceStore, Sightings
 from gateway.reasons import Denial
 from gateway.snapshot import now_ms
 from gateway.store.redis_client import RedisClient
+from gateway.tasks import stop_task
 
 log = structlog.get_logger("gateway.association")
 
@@ -108,11 +109,8 @@ class EvidenceRecorder:
             )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(1.0):
                 await self.flush()

@@ -13,7 +13,6 @@ server turns it into the gRPC health status of the order-entry service
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,6 +23,7 @@ from prometheus_client import Gauge
 
 from gateway.snapshot import Snapshot
 from gateway.store.redis_client import STORE_ERRORS, RedisClient, ping
+from gateway.tasks import stop_task
 
 log = structlog.get_logger("gateway.health")
 
@@ -100,11 +100,8 @@ class StoreHealth:
             self._task = asyncio.create_task(self._run(), name="store-health")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     async def check(self) -> HealthState:
         """Ping once and update the state (the task calls this; tests may too)."""

@@ -18,6 +18,7 @@ import structlog
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store.flags import FlagChange, FlagStore
 from gateway.store.redis_client import STORE_ERRORS, PubSubSource
+from gateway.tasks import stop_task
 
 log = structlog.get_logger("gateway.follower")
 
@@ -76,16 +77,9 @@ class SnapshotFollower:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        # Cancel until it ends: a cancel that lands as a read timeout expires comes
-        # back as TimeoutError (an OSError), which the follow loop takes for a
-        # dropped connection and retries; waiting on that task once would hang.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # A cancel that lands as a read timeout expires comes back as TimeoutError (an
+        # OSError), which the follow loop takes for a dropped connection: see stop_task.
+        await stop_task(task)
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S

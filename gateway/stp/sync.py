@@ -23,7 +23,6 @@ book remembers their ids), so a late answer cannot resurrect one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from gateway._generated.pretrade.v1 import order_entry_pb2_grpc as pb_grpc
 from gateway.decimals import DecimalFormatError, parse_positive_decimal
 from gateway.model import FlagKind
 from gateway.stp.book import Resting
+from gateway.tasks import stop_task
 
 if TYPE_CHECKING:
     from gateway.snapshot import Snapshot
@@ -208,9 +208,6 @@ class OwnOrderSync:
 
     async def close(self) -> None:
         for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task)
         self._tasks.clear()
         self._channel = None
