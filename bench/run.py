@@ -12,6 +12,7 @@ import importlib
 import json
 import pathlib
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -69,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so every scenario stops the servers it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     args = build_parser().parse_args(argv)
     configure_logging("warning", json=True)
     names = args.scenario or list(SCENARIOS)

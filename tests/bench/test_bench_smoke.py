@@ -8,9 +8,11 @@ has no ``__init__.py``, so no package named ``bench`` shadows the suite's).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -31,21 +33,32 @@ def counters_present() -> bool:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, Any]:
     out = tmp_path_factory.mktemp("bench-smoke")
-    done = subprocess.run(
+    # Its own process group: if it overruns, the servers it started go down with it.
+    process = subprocess.Popen(
         [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=400,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        _, stderr = process.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        raise
     results = out / "latest.json"
-    assert results.exists(), done.stderr[-4000:]
+    assert results.exists(), stderr[-4000:]
     document = json.loads(results.read_text())
     failed = {n: s["errors"][:1] for n, s in document["scenarios"].items() if s["status"] != "ok"}
     assert not failed, failed
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert process.returncode == 0, stderr[-4000:]
     return out, document
 
 
