@@ -9,7 +9,7 @@ the ``IssueApiKey`` response; it is never stored, logged or listed.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -28,8 +28,8 @@ from gateway.apikeys import (
 )
 from gateway.model import Channel, FlagKind
 from gateway.ops_records import OpsRecord
-from gateway.reasons import FieldViolation, invalid
-from gateway.refusals import to_grpc_status
+from gateway.reasons import FieldViolation
+from gateway.refusals import abort_if_invalid as _abort_if
 from gateway.snapshot import now_ms
 from gateway.validation import ACCOUNT_RE, ACCOUNT_RULE
 
@@ -210,17 +210,6 @@ def _ttl(request: apb.IssueApiKeyRequest, bad: list[FieldViolation]) -> int:
     elif ttl_ms > MAX_TTL_MS:
         bad.append(FieldViolation("ttl", "must be at most 3 x 366 days"))
     return ttl_ms
-
-
-async def _abort_if(context: Context, bad: list[FieldViolation]) -> None:
-    if bad:
-        await _abort_invalid(context, bad)
-
-
-async def _abort_invalid(context: Context, bad: list[FieldViolation]) -> NoReturn:
-    status = to_grpc_status(invalid(*bad))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _describe(key: ApiKey) -> str:

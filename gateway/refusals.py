@@ -7,12 +7,15 @@ throttled, encoded in the ``grpc-status-details-bin`` trailer by grpcio-status.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.reasons import Denial
+from gateway.reasons import Denial, FieldViolation, invalid
 
 DOMAIN = "pretrade.v1"
 
@@ -53,3 +56,16 @@ def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
     return packed
+
+
+async def abort_invalid(context: Any, violations: Sequence[FieldViolation]) -> NoReturn:
+    """End an RPC with ``INVALID_ARGUMENT`` naming every bad field (``google.rpc.BadRequest``)."""
+    status = to_grpc_status(invalid(*violations))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def abort_if_invalid(context: Any, violations: Sequence[FieldViolation]) -> None:
+    """:func:`abort_invalid` when there is anything to report."""
+    if violations:
+        await abort_invalid(context, violations)

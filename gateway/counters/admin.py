@@ -9,7 +9,7 @@ with who, why, and the old and new values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -28,8 +28,8 @@ from gateway.counters.limits import (
 )
 from gateway.counters.resolve import EffectiveLimits, Sourced, override_id
 from gateway.model import FlagKind, LimitRecord, limit_record_from_fields
-from gateway.reasons import FieldViolation, invalid
-from gateway.refusals import to_grpc_status
+from gateway.reasons import FieldViolation
+from gateway.refusals import abort_if_invalid as _abort_if
 from gateway.snapshot import now_ms
 from gateway.validation import (
     ACCOUNT_RE,
@@ -230,17 +230,6 @@ def _ttl(request: apb.SetLimitRequest, bad: list[FieldViolation]) -> int:
     elif ttl_ms > MAX_TTL_MS:
         bad.append(FieldViolation("ttl", "must be at most 366 days"))
     return ttl_ms
-
-
-async def _abort_if(context: Context, bad: list[FieldViolation]) -> None:
-    if bad:
-        await _abort_invalid(context, bad)
-
-
-async def _abort_invalid(context: Context, bad: list[FieldViolation]) -> NoReturn:
-    status = to_grpc_status(invalid(*bad))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _override(ref: ScopeRef, kind: LimitKind, record: LimitRecord) -> apb.LimitOverride:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -24,8 +24,9 @@ from gateway.counters.keys import group_subject
 from gateway.groups.tables import GROUP_RE, GROUP_RULE, MAX_GROUP_MEMBERS
 from gateway.model import AccountState, FlagKind, StateRecord
 from gateway.ops_records import OpsRecord
-from gateway.reasons import FieldViolation, invalid
-from gateway.refusals import to_grpc_status
+from gateway.reasons import FieldViolation
+from gateway.refusals import abort_if_invalid as _abort_if
+from gateway.refusals import abort_invalid as _abort_invalid
 from gateway.snapshot import Snapshot, now_ms
 from gateway.validation import ACCOUNT_RE, ACCOUNT_RULE
 
@@ -368,17 +369,6 @@ def _ttl(request: apb.SetAccountStateRequest, clears: bool, bad: list[FieldViola
     elif ttl_ms > MAX_TTL_MS:
         bad.append(FieldViolation("ttl", "must be at most 366 days"))
     return ttl_ms
-
-
-async def _abort_if(context: Context, bad: list[FieldViolation]) -> None:
-    if bad:
-        await _abort_invalid(context, bad)
-
-
-async def _abort_invalid(context: Context, bad: list[FieldViolation]) -> NoReturn:
-    status = to_grpc_status(invalid(*bad))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
