@@ -114,28 +114,16 @@ def upsert_spec(
     )
 
 
+#: Limit fields whose proto form needs converting (below), not a plain copy.
+_CONVERTED_FIELDS = frozenset({"leverage_brackets", "stale_reference", "stp_mode"})
+
+
 def spec_values(spec: apb.SymbolSpec) -> dict[str, Any]:
     """A proto SymbolSpec as the plain values :func:`limits_from_values` takes."""
     values: dict[str, Any] = {
         name: getattr(spec, name)
-        for name in (
-            "product",
-            "base_asset",
-            "quote_asset",
-            "tick_size",
-            "lot_size",
-            "min_quantity",
-            "max_quantity",
-            "min_notional",
-            "max_notional",
-            "band_buy_up_pct",
-            "band_buy_down_pct",
-            "band_sell_up_pct",
-            "band_sell_down_pct",
-            "max_leverage",
-            "reference_max_age_ms",
-            "program_trading_forbidden",
-        )
+        for name in ("product", "base_asset", "quote_asset", *LIMIT_FIELDS)
+        if name not in _CONVERTED_FIELDS
     }
     values["leverage_brackets"] = _rows(spec.leverage_brackets)
     stale = int(spec.stale_reference)
