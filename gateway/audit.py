@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from gateway.decisions import Decision, Outcome
 from gateway.metrics import Metrics
 from gateway.snapshot import Snapshot, now_ms
+from gateway.store.autopipe import AutoPipeline
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
 from gateway.store.redis_client import RedisClient
 from gateway.tasks import stop_task
@@ -67,8 +68,11 @@ class AuditWriter:
         instance: str,
         policy_version: str,
         config: AuditConfig,
+        pipe: AutoPipeline | None = None,
     ) -> None:
         self._redis = redis
+        #: A connection of its own to a single Redis (None: batches go through ``redis``).
+        self._pipe = pipe
         self._snapshot = snapshot
         self._metrics = metrics
         self.instance = instance
@@ -83,6 +87,7 @@ class AuditWriter:
         self._lost_logged_at = 0.0
         #: Records lost since start (any cause).
         self.lost = 0
+        self._dropped: dict[str, Any] = {}
         metrics.audit_backlog.set_function(lambda: len(self._queue) + len(self._pending))
 
     # -- DecisionSink (hot path) -------------------------------------------------
@@ -159,18 +164,20 @@ class AuditWriter:
     async def _write(self, batch: list[tuple[Decision, str]]) -> None:
         config = self.config
         started = asyncio.get_running_loop().time()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for decision, policy_version in batch:
-                fields = self._fields(decision, policy_version)
-                if config.max_len:
-                    pipe.xadd(DECISIONS_STREAM, fields, maxlen=config.max_len, approximate=True)  # type: ignore[arg-type]
-                else:
-                    pipe.xadd(DECISIONS_STREAM, fields)  # type: ignore[arg-type]
-            if config.max_age_ms:
-                pipe.execute_command(
-                    "XTRIM", DECISIONS_STREAM, "MINID", "~", f"{self._cutoff_ms()}"
-                )
-            await pipe.execute()
+        trim: tuple[str | int, ...] = ("MAXLEN", "~", config.max_len) if config.max_len else ()
+        commands = [
+            ("XADD", DECISIONS_STREAM, *trim, "*", *self._fields(decision, policy_version))
+            for decision, policy_version in batch
+        ]
+        if config.max_age_ms:
+            commands.append(("XTRIM", DECISIONS_STREAM, "MINID", "~", self._cutoff_ms()))
+        if self._pipe is not None:
+            await self._pipe.execute_many(commands)
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                await pipe.execute()
         self._metrics.redis_seconds.labels("audit").observe(
             asyncio.get_running_loop().time() - started
         )
@@ -178,38 +185,44 @@ class AuditWriter:
     def _cutoff_ms(self) -> int:
         return max(0, now_ms() - self.config.max_age_ms)
 
-    def _fields(self, d: Decision, policy_version: str) -> dict[str, str | int]:
-        fields: dict[str, str | int] = {
-            "ts": d.at_ms,
-            "in": self.instance,
-            "rid": d.request_id,
-            "m": d.method,
-            "a": d.account_id,
-            "s": d.symbol,
-            "d": d.outcome.value,
-            "st": d.stage.value,
-            "lu": d.local_ns // 1000,
-            "ru": d.redis_ns // 1000,
-            "pv": policy_version,
-        }
+    def _fields(self, d: Decision, policy_version: str) -> list[str | int]:
+        """The record's field-value pairs, flat, as XADD takes them."""
+        fields: list[str | int] = [
+            "ts", d.at_ms,
+            "in", self.instance,
+            "rid", d.request_id,
+            "m", d.method,
+            "a", d.account_id,
+            "s", d.symbol,
+            "d", d.outcome.value,
+            "st", d.stage.value,
+            "lu", d.local_ns // 1000,
+            "ru", d.redis_ns // 1000,
+            "pv", policy_version,
+        ]  # fmt: skip
         group = self._snapshot.account_group(d.account_id) if d.account_id else ""
         if group:
-            fields["g"] = group
+            fields += ("g", group)
         denial = d.denial
         if denial is not None:
-            fields["r"] = denial.reason.value
-            fields["msg"] = denial.message
-            fields["l"] = denial.metadata.get("limit", "")
-            fields["md"] = json.dumps(dict(denial.metadata), separators=(",", ":"))
+            fields += (
+                "r", denial.reason.value,
+                "msg", denial.message,
+                "l", denial.metadata.get("limit", ""),
+                "md", json.dumps(dict(denial.metadata), separators=(",", ":")),
+            )  # fmt: skip
         if d.shadowed:
-            fields["sh"] = ",".join(s.reason.value for s in d.shadowed)
+            fields += ("sh", ",".join(s.reason.value for s in d.shadowed))
         return fields
 
     # -- loss accounting -------------------------------------------------------------
 
     def _lose(self, count: int, cause: str) -> None:
         self.lost += count
-        self._metrics.audit_dropped.labels(cause).inc(count)
+        counter = self._dropped.get(cause)
+        if counter is None:
+            counter = self._dropped[cause] = self._metrics.audit_dropped.labels(cause)
+        counter.inc(count)
         self._lost_unlogged[cause] = self._lost_unlogged.get(cause, 0) + count
         if self._lost_logged_at == 0.0:
             self._log_lost()  # the first loss is logged at once

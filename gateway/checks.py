@@ -29,6 +29,9 @@ _ACCOUNT_REDUCE_ONLY = AccountState.REDUCE_ONLY
 _SYMBOL_HALTED = SymbolStatus.HALTED
 _SYMBOL_DELISTED = SymbolStatus.DELISTED
 _SYMBOL_REDUCE_ONLY = SymbolStatus.REDUCE_ONLY
+_REASON_DEACTIVATED = Reason.ACCOUNT_DEACTIVATED
+_REASON_FROZEN = Reason.ACCOUNT_FROZEN
+_REASON_REDUCE_ONLY = Reason.ACCOUNT_REDUCE_ONLY
 
 
 def account_state_check(snapshot: Snapshot) -> Check:
@@ -43,13 +46,13 @@ def account_state_check(snapshot: Snapshot) -> Check:
         state = record.value
         if state == _ACCOUNT_DEACTIVATED:
             return _account_denial(
-                Reason.ACCOUNT_DEACTIVATED, call, "DEACTIVATED", "account is deactivated", scope
+                _REASON_DEACTIVATED, call, "DEACTIVATED", "account is deactivated", scope
             )
         if call.action is _CANCEL:
             return None
         if state == _ACCOUNT_FROZEN:
             return _account_denial(
-                Reason.ACCOUNT_FROZEN,
+                _REASON_FROZEN,
                 call,
                 "FROZEN",
                 "account is frozen: only cancels are accepted",
@@ -57,7 +60,7 @@ def account_state_check(snapshot: Snapshot) -> Check:
             )
         if state == _ACCOUNT_REDUCE_ONLY and not _reduces(call):
             return _account_denial(
-                Reason.ACCOUNT_REDUCE_ONLY,
+                _REASON_REDUCE_ONLY,
                 call,
                 "REDUCE_ONLY",
                 "account is reduce-only: only reduce-only orders and cancels are accepted",
@@ -111,15 +114,29 @@ def _reduces(call: OrderCall) -> bool:
     return call.action is _PLACE and call.reduce_only
 
 
+#: Account refusals already built, by (reason, account, scope): a refused account is
+#: usually refused again and again (a bot retrying), and a Denial is never modified.
+_ACCOUNT_DENIALS: dict[tuple[Reason, str, str], Denial] = {}
+_ACCOUNT_DENIALS_MAX = 65_536
+
+
 def _account_denial(
     reason: Reason, call: OrderCall, state: str, message: str, scope: str = "account"
 ) -> Denial:
+    key = (reason, call.account_id, scope)
+    denial = _ACCOUNT_DENIALS.get(key)
+    if denial is not None:
+        return denial
     metadata = {"limit": "account_state", "account_id": call.account_id, "state": state}
     if scope == "group":
         # Set on the account's linked group; which group is not disclosed to the client.
         metadata["scope"] = "group"
         message = message.replace("account is", "account's group is", 1)
-    return Denial(reason, message, metadata)
+    denial = Denial(reason, message, metadata)
+    if len(_ACCOUNT_DENIALS) >= _ACCOUNT_DENIALS_MAX:
+        _ACCOUNT_DENIALS.clear()
+    _ACCOUNT_DENIALS[key] = denial
+    return denial
 
 
 def _symbol_denial(reason: Reason, call: OrderCall, status: str, message: str) -> Denial:

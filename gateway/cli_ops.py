@@ -53,6 +53,8 @@ def add_serve_ops_options(serve: argparse.ArgumentParser, opt: Opt) -> None:
         "approximate bound on the decision stream's length (0: none)")  # fmt: skip
     opt(serve, "--audit-max-age", "AUDIT_MAX_AGE", None,
         "drop decision records older than this, e.g. 7d (default: no age bound)")  # fmt: skip
+    opt(serve, "--refusal-log-rate", "REFUSAL_LOG_RATE", "100",
+        "refusal log lines a second at most, the rest counted (0: none)")  # fmt: skip
 
 
 def serve_ops_settings(settings: Settings, args: argparse.Namespace) -> Settings:
@@ -79,6 +81,7 @@ def serve_ops_settings(settings: Settings, args: argparse.Namespace) -> Settings
         audit_accept_every=accept_every,
         audit_max_len=max_len,
         audit_max_age_ms=max_age_ms,
+        refusal_log_per_s=_non_negative("--refusal-log-rate", args.refusal_log_rate),
     )
 
 

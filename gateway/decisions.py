@@ -82,10 +82,11 @@ class FanoutSink:
 
     def __init__(self, sinks: Iterable[DecisionSink]) -> None:
         self.sinks = tuple(sinks)
+        self._listeners = tuple(sink.decision for sink in self.sinks)
 
     def decision(self, decision: Decision) -> None:
-        for sink in self.sinks:
-            sink.decision(decision)
+        for listener in self._listeners:
+            listener(decision)
 
     def upstream(self, method: str, seconds: float, code: str | None) -> None:
         for sink in self.sinks:

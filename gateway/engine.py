@@ -8,10 +8,10 @@ lifecycle, so embedding the gateway in an exchange's server is two calls.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from google.protobuf.message import DecodeError, Message
@@ -23,6 +23,7 @@ from gateway.auth import ApiKeyAuth, authorize
 from gateway.checks import Check, account_state_check, symbol_state_check
 from gateway.counters.gate import ADMITTED, Admission, CounterGate
 from gateway.counters.keys import counting_subject
+from gateway.counters.plan import CounterPlan
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
 from gateway.decisions import Decision, DecisionSink, NullSink, Outcome, RequestIds, Stage
@@ -42,6 +43,7 @@ from gateway.sanity import order_sanity_checks
 from gateway.shadow import ShadowRules
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
+from gateway.store.autopipe import AutoPipeline, auto_pipeline
 from gateway.store.redis_client import PubSubSource, RedisClient
 from gateway.stp.check import observe_admission, self_trade_check
 from gateway.stp.sync import OwnOrderSync
@@ -58,13 +60,31 @@ class OrderMethod:
 
     name: str
     request_type: type[Message]
-    parse: Callable[[Any], OrderCall | Denial]
+    parse: Callable[[Any, Channel], OrderCall | Denial]
     #: The upstream's answer, read once the call is accepted.
     response_type: type[Message] = pb.PlaceOrderResponse
 
     @property
     def path(self) -> str:
         return f"/{ORDER_ENTRY_SERVICE}/{self.name}"
+
+
+#: ``Decision(...)`` without NamedTuple's Python-level ``__new__`` (one frame less per call).
+_new_decision = tuple.__new__
+_LOCAL, _REDIS = Stage.LOCAL, Stage.REDIS
+_ACCEPT, _REFUSE, _SHADOW = Outcome.ACCEPT, Outcome.REFUSE, Outcome.SHADOW
+
+
+class _Counting(NamedTuple):
+    """A call that passed the local checks and goes to the counters."""
+
+    method: OrderMethod
+    call: OrderCall
+    plan: CounterPlan
+    now: int
+    shadowed: tuple[Denial, ...]
+    started: int
+    request_id: str
 
 
 ORDER_METHODS: Mapping[str, OrderMethod] = {
@@ -135,16 +155,29 @@ class PreTradeEngine:
         remaining checks still run, so shadowing one rule never lets a call
         past another. A shadowed counter refusal consumes nothing.
         """
+        decided = self._start(method, request, metadata, request_id, peer)
+        if type(decided) is _Counting:
+            return await self._count(decided)
+        return decided  # type: ignore[return-value]
+
+    def _start(
+        self,
+        method: OrderMethod,
+        request: Any,
+        metadata: Metadata | None,
+        request_id: str,
+        peer: str,
+    ) -> Denial | Admission | _Counting:
         started = perf_counter_ns()
         key = self._authenticate(metadata)
         if isinstance(key, Denial):
             return self._validation_failed(method, request, key, started, request_id, Stage.AUTH)
-        return await self._admit(method, request, metadata, request_id, key, started, peer)
+        return self._decide(method, request, metadata, request_id, key, started, peer)
 
     def _authenticate(self, metadata: Metadata | None) -> ApiKey | Denial | None:
         return None if self.auth is None else self.auth.authenticate(metadata)
 
-    async def _admit(
+    def _decide(
         self,
         method: OrderMethod,
         request: Any,
@@ -152,26 +185,27 @@ class PreTradeEngine:
         request_id: str,
         key: ApiKey | None,
         started: int,
-        peer: str = "",
-    ) -> Denial | Admission:
-        call = method.parse(request)
-        if isinstance(call, Denial):
-            return self._validation_failed(method, request, call, started, request_id)
+        peer: str,
+    ) -> Denial | Admission | _Counting:
+        """Everything decided without I/O. Plain code, no coroutine: a refusal by the
+        flags returns from here; a call the counters must see comes back as a
+        :class:`_Counting` for :meth:`_count`."""
         if key is not None:
-            # The key's channel, never the caller's own claim.
-            mismatch = authorize(key, call)
-            if mismatch is not None:
-                return self._validation_failed(
-                    method, request, mismatch, started, request_id, Stage.AUTH
-                )
-            channel = key.channel
+            channel = key.channel  # the key's channel, never the caller's own claim
         else:
             claimed = parse_channel(metadata)
             if isinstance(claimed, Denial):
                 return self._validation_failed(method, request, claimed, started, request_id)
             channel = claimed
-        if channel is not Channel.PROGRAM:
-            call = replace(call, channel=channel)
+        call = method.parse(request, channel)
+        if isinstance(call, Denial):
+            return self._validation_failed(method, request, call, started, request_id)
+        if key is not None:
+            mismatch = authorize(key, call)
+            if mismatch is not None:
+                return self._validation_failed(
+                    method, request, mismatch, started, request_id, Stage.AUTH
+                )
         if self.evidence is not None:
             seen = self.evidence.read(metadata, peer)
             if isinstance(seen, Denial):
@@ -188,34 +222,63 @@ class PreTradeEngine:
                     continue
                 denial = found
                 break
-        local_done = perf_counter_ns()
-        stage, redis_ns = Stage.LOCAL, 0
-        verdict: Admission = ADMITTED
         if denial is None and self.counters is not None:
-            counted = await self.counters.admit(call)
-            if counted is not ADMITTED:  # a counter call was made
-                stage, redis_ns = Stage.REDIS, perf_counter_ns() - local_done
-            if isinstance(counted, Denial):
-                if self._shadowed(counted, now):
-                    shadowed += (counted,)
-                else:
-                    denial = counted
+            plan = self.counters.plan(call)
+            if plan is not None:
+                return _Counting(method, call, plan, now, shadowed, started, request_id)
+        return self._report(
+            method, call, now, denial, shadowed, ADMITTED, started, perf_counter_ns(), 0,
+            request_id,
+        )  # fmt: skip
+
+    async def _count(self, pending: _Counting) -> Denial | Admission:
+        """The one counter call, then the report."""
+        assert self.counters is not None
+        local_done = perf_counter_ns()
+        counted = await self.counters.consume(pending.call, pending.plan)
+        redis_ns = perf_counter_ns() - local_done
+        denial: Denial | None = None
+        shadowed = pending.shadowed
+        verdict: Admission = ADMITTED
+        if isinstance(counted, Denial):
+            if self._shadowed(counted, pending.now):
+                shadowed += (counted,)
             else:
-                verdict = counted
+                denial = counted
+        else:
+            verdict = counted
+        return self._report(
+            pending.method, pending.call, pending.now, denial, shadowed, verdict,
+            pending.started, local_done, redis_ns, pending.request_id,
+        )  # fmt: skip
+
+    def _report(
+        self,
+        method: OrderMethod,
+        call: OrderCall,
+        now: int,
+        denial: Denial | None,
+        shadowed: tuple[Denial, ...],
+        verdict: Admission,
+        started: int,
+        local_done: int,
+        redis_ns: int,
+        request_id: str,
+    ) -> Denial | Admission:
         if denial is None:
             verdict = observe_admission(self.snapshot, call, verdict, method.response_type)
-        if denial is not None:
-            outcome, reported = Outcome.REFUSE, denial
-        elif shadowed:
-            outcome, reported = Outcome.SHADOW, shadowed[0]
+            if shadowed:
+                outcome, reported = _SHADOW, shadowed[0]
+            else:
+                outcome, reported = _ACCEPT, None
         else:
-            outcome, reported = Outcome.ACCEPT, None
+            outcome, reported = _REFUSE, denial
         self.sink.decision(
-            Decision(
+            _new_decision(Decision, (
                 request_id or self.request_ids.next(), now, method.name, call.account_id,
-                call.symbol, outcome, reported, shadowed, stage, local_done - started, redis_ns,
-                call,
-            )
+                call.symbol, outcome, reported, shadowed,
+                _REDIS if redis_ns else _LOCAL, local_done - started, redis_ns, call,
+            ))
         )  # fmt: skip
         return denial if denial is not None else verdict
 
@@ -239,7 +302,10 @@ class PreTradeEngine:
             request = method.request_type.FromString(raw)
         except DecodeError:
             return self._validation_failed(method, None, _UNDECODABLE, started, request_id)
-        return await self._admit(method, request, metadata, request_id, key, started, peer)
+        decided = self._decide(method, request, metadata, request_id, key, started, peer)
+        if type(decided) is _Counting:
+            return await self._count(decided)
+        return decided  # type: ignore[return-value]
 
     def refuse_undecodable(
         self, method: OrderMethod, metadata: Metadata | None, request_id: str = ""
@@ -259,8 +325,10 @@ class PreTradeEngine:
         request_id: str = "",
     ) -> Denial | None:
         """:meth:`admit`, keeping only the refusal."""
-        verdict = await self.admit(method, request, metadata, request_id)
-        return verdict if isinstance(verdict, Denial) else None
+        decided = self._start(method, request, metadata, request_id, "")
+        if type(decided) is _Counting:
+            decided = await self._count(decided)
+        return decided if isinstance(decided, Denial) else None
 
     async def screen_bytes(
         self,
@@ -330,8 +398,14 @@ class Gatekeeper:
         failure: FailurePolicy | None = None,
         idempotency_window_ms: int = DEFAULT_WINDOW_MS,
         auth: bool = True,
+        pipe: AutoPipeline | None = None,
+        audit_pipe: AutoPipeline | None = None,
     ) -> None:
         self.redis = redis
+        #: The order path's own connection to a single Redis (None: ``redis`` serves it too),
+        #: and the audit trail's: its batches never queue in front of an order's call.
+        self.pipe = pipe
+        self.audit_pipe = audit_pipe
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
         self.flags = FlagStore(redis)
@@ -339,7 +413,7 @@ class Gatekeeper:
         self.memberships = GroupStore(redis, self.flags.channel)
         self.failure = failure if failure is not None else FailurePolicy()
         self.counters = CounterGate(
-            RedisCounterStore(redis),
+            RedisCounterStore(redis, pipe=pipe),
             LimitResolver(self.snapshot, policy.counters),
             subject_of=self._counting_subject,
             reference_price=self._reference_price,
@@ -348,7 +422,9 @@ class Gatekeeper:
         )
         self.evidence = EvidenceRecorder(redis, policy.association, trusted_proxy_header)
         #: Audit trail, metrics and refusal log: the engine reports every decision to them.
-        self.ops = Operations(redis, self.snapshot, policy.version, ops or OpsConfig())
+        self.ops = Operations(
+            redis, self.snapshot, policy.version, ops or OpsConfig(), audit_pipe=audit_pipe
+        )
         self.engine = PreTradeEngine(
             self.snapshot,
             counters=self.counters,
@@ -392,6 +468,8 @@ class Gatekeeper:
         instead of the connection; only when a trusted proxy sets it (docs/groups.md).
         ``auth=False`` drops the API key checks: for local development only."""
         deadline_ms = (failure or FailurePolicy()).deadline_ms
+        # A call left unanswered for several deadlines means the connection is dead.
+        stale_after_ms = max(2000, 4 * deadline_ms)
         redis = hot_client(redis_url, connect_timeout_ms=deadline_ms)
         keeper = cls(
             redis,
@@ -402,6 +480,8 @@ class Gatekeeper:
             failure=failure,
             idempotency_window_ms=idempotency_window_ms,
             auth=auth,
+            pipe=auto_pipeline(redis_url, deadline_ms, stale_after_ms),
+            audit_pipe=auto_pipeline(redis_url, deadline_ms, stale_after_ms),
         )
         try:
             await keeper.follower.start()
@@ -475,6 +555,9 @@ class Gatekeeper:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
+        for pipe in (self.pipe, self.audit_pipe):
+            if pipe is not None:
+                await pipe.aclose()
         await self.redis.aclose()
         await self._follower_redis.aclose()
 

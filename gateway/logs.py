@@ -7,8 +7,18 @@ import sys
 
 import structlog
 
+#: The configured level (``logging.INFO``...); until configured, everything is logged.
+_level = logging.NOTSET
+
+
+def info_enabled() -> bool:
+    """Whether ``info`` lines are written: lets hot code skip building lines nobody reads."""
+    return _level <= logging.INFO
+
 
 def configure_logging(level: str = "info", json: bool | None = None) -> None:
+    global _level
+    _level = logging.getLevelNamesMapping()[level.upper()]
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
@@ -22,9 +32,7 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -102,16 +102,18 @@ class Metrics:
     def decision(self, decision: Decision) -> None:
         hot = self._hot
         denial = decision.denial
-        key = (decision.method, decision.outcome.value, denial.reason.value if denial else "")
+        # The enums are str members: keys without the (slow) ``.value`` descriptor.
+        key = (decision.method, decision.outcome, denial.reason if denial is not None else "")
         counts = hot.decisions
         counts[key] = counts.get(key, 0) + 1
-        if decision.redis_ns:
-            hot.with_redis.observe((decision.local_ns + decision.redis_ns) / 1e9)
-            self._counters_call.observe(decision.redis_ns / 1e9)
+        redis_ns = decision.redis_ns
+        if redis_ns:
+            hot.with_redis.observe(decision.local_ns + redis_ns)
+            self._counters_call.observe(redis_ns / 1e9)
         else:
-            hot.local.observe(decision.local_ns / 1e9)
+            hot.local.observe(decision.local_ns)
         for shadowed in decision.shadowed:
-            reason = shadowed.reason.value
+            reason = shadowed.reason
             hot.shadow_hits[reason] = hot.shadow_hits.get(reason, 0) + 1
 
     def upstream(self, method: str, seconds: float, code: str | None) -> None:
@@ -137,14 +139,21 @@ class Metrics:
 
 
 class _Buckets:
-    """A histogram's raw counts: one slot per bucket bound plus one for +Inf."""
+    """A histogram's raw counts: one slot per bucket bound plus one for +Inf.
 
-    __slots__ = ("bounds", "counts", "total")
+    Observed values are in ``unit`` seconds (1e-9: integer nanoseconds, so the hot
+    path neither divides nor touches a float); bounds and the sum are reported in
+    seconds.
+    """
 
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
+    __slots__ = ("bounds", "counts", "labels", "total", "unit")
+
+    def __init__(self, bounds: Sequence[float], unit: float = 1.0) -> None:
+        self.labels = tuple(map(str, bounds))
+        self.unit = unit
+        self.bounds = tuple(round(b / unit) if unit != 1.0 else b for b in bounds)
         self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
+        self.total: float = 0
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
@@ -154,10 +163,10 @@ class _Buckets:
         counts, total = list(self.counts), self.total  # one consistent copy
         buckets: list[tuple[str, float]] = []
         running = 0
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), counts, strict=True):
+        for bound, count in zip((*self.labels, "+Inf"), counts, strict=True):
             running += count
             buckets.append((bound, running))
-        return buckets, total
+        return buckets, total * self.unit
 
 
 class _HotPath(Collector):
@@ -166,8 +175,8 @@ class _HotPath(Collector):
     def __init__(self) -> None:
         self.decisions: dict[tuple[str, str, str], int] = {}
         self.shadow_hits: dict[str, int] = {}
-        self.local = _Buckets(DECISION_BUCKETS)
-        self.with_redis = _Buckets(DECISION_BUCKETS)
+        self.local = _Buckets(DECISION_BUCKETS, unit=1e-9)
+        self.with_redis = _Buckets(DECISION_BUCKETS, unit=1e-9)
         self.upstream: dict[str, _Buckets] = {}
 
     def describe(self) -> Iterator[Metric]:
@@ -198,9 +207,9 @@ class _HotPath(Collector):
         if not empty:
             # list(...) copies in one step under the GIL: the event loop may be adding keys.
             for labels, count in list(self.decisions.items()):
-                decisions.add_metric(list(labels), count)
+                decisions.add_metric([str(label) for label in labels], count)
             for reason, count in list(self.shadow_hits.items()):
-                shadow.add_metric([reason], count)
+                shadow.add_metric([str(reason)], count)
             for path, histogram in (("local", self.local), ("redis", self.with_redis)):
                 if any(histogram.counts):
                     buckets, total = histogram.cumulative()

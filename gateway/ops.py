@@ -27,8 +27,10 @@ from gateway.decisions import (
     Outcome,
     RequestIds,
 )
+from gateway.logs import info_enabled
 from gateway.metrics import Metrics, MetricsServer
 from gateway.snapshot import Snapshot, now_ms
+from gateway.store.autopipe import AutoPipeline
 from gateway.store.redis_client import RedisClient
 
 log = structlog.get_logger("gateway.ops")
@@ -45,14 +47,39 @@ class OpsConfig:
     #: HOST:PORT of the Prometheus endpoint; None for none.
     metrics_listen: str | None = None
     audit: AuditConfig = field(default_factory=AuditConfig)
+    #: Refusal log lines a second at most (0: none); the rest are counted, not logged.
+    refusal_log_per_s: int = 100
 
 
 class RefusalLog:
-    """One structured log line per refusal and per shadowed refusal; nothing for accepts."""
+    """Structured log lines for refusals and shadowed refusals; nothing for accepts.
+
+    At most ``per_second`` lines a second (0: none): a refusal storm (a frozen
+    bot retrying in a loop) must not turn into a log storm that costs more than
+    the decisions. What is left out is counted and reported on the next line
+    (``suppressed``); the audit trail and the metrics still see every call.
+    Below ``info`` the whole sink costs one comparison.
+    """
+
+    __slots__ = ("_budget", "_second", "_suppressed", "per_second")
+
+    def __init__(self, per_second: int = 100) -> None:
+        self.per_second = per_second
+        self._second = 0
+        self._budget = 0
+        self._suppressed = 0
 
     def decision(self, decision: Decision) -> None:
-        if decision.outcome is Outcome.ACCEPT:
+        if decision.outcome is Outcome.ACCEPT or not self.per_second or not info_enabled():
             return
+        second = decision.at_ms // 1000
+        if second != self._second:
+            self._second, self._budget = second, self.per_second
+        if self._budget <= 0:
+            self._suppressed += 1
+            return
+        self._budget -= 1
+        suppressed, self._suppressed = self._suppressed, 0
         denial = decision.denial
         assert denial is not None
         log.info(
@@ -66,6 +93,7 @@ class RefusalLog:
             detail=dict(denial.metadata),
             stage=decision.stage.value,
             shadowed=[s.reason.value for s in decision.shadowed] or None,
+            suppressed=suppressed or None,
         )
 
     def upstream(self, method: str, seconds: float, code: str | None) -> None:
@@ -74,7 +102,12 @@ class RefusalLog:
 
 class Operations:
     def __init__(
-        self, redis: RedisClient, snapshot: Snapshot, policy_version: str, config: OpsConfig
+        self,
+        redis: RedisClient,
+        snapshot: Snapshot,
+        policy_version: str,
+        config: OpsConfig,
+        audit_pipe: AutoPipeline | None = None,
     ) -> None:
         self.config = config
         self.instance = config.instance or default_instance()
@@ -82,9 +115,9 @@ class Operations:
         self.request_ids = RequestIds()
         self.metrics = Metrics(snapshot, self.instance, policy_version)
         self.audit = AuditWriter(
-            redis, snapshot, self.metrics, self.instance, policy_version, config.audit
+            redis, snapshot, self.metrics, self.instance, policy_version, config.audit, audit_pipe
         )
-        self.refusal_log = RefusalLog()
+        self.refusal_log = RefusalLog(config.refusal_log_per_s)
         self.sink: DecisionSink = FanoutSink((self.metrics, self.audit, self.refusal_log))
         self.metrics_server: MetricsServer | None = None
 

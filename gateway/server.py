@@ -268,6 +268,7 @@ def ops_config(settings: Settings) -> OpsConfig:
     return OpsConfig(
         instance=settings.instance,
         metrics_listen=settings.metrics_listen,
+        refusal_log_per_s=settings.refusal_log_per_s,
         audit=AuditConfig(
             accept_every=settings.audit_accept_every,
             max_len=settings.audit_max_len,

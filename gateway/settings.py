@@ -42,6 +42,8 @@ class Settings:
     audit_max_len: int = 1_000_000
     #: Approximate bound on the age of decision records in ms (0: none).
     audit_max_age_ms: int = 0
+    #: Refusal log lines a second at most (0: none); the audit trail records every call.
+    refusal_log_per_s: int = 100
     #: Take clients' IP addresses from this request header (its last address), set by a
     #: trusted proxy in front of the gateway; None: the connection's peer address.
     trusted_proxy_header: str | None = None

@@ -36,6 +36,9 @@ class Evidence:
     ip: str = ""
 
 
+NO_EVIDENCE = Evidence()
+
+
 def read_evidence(
     metadata: Metadata | None, peer: str, trusted_header: str | None = None
 ) -> Evidence | Denial:
@@ -50,7 +53,12 @@ def read_evidence(
         elif trusted_header is not None and key == trusted_header:
             forwarded = _text(value)  # a repeated header: the last one is the nearest proxy's
     ip = forwarded_ip(forwarded) if forwarded is not None else peer_ip(peer)
-    return Evidence(device, ip)
+    return Evidence(device, ip) if device else _ip_only(ip)
+
+
+@functools.lru_cache(maxsize=4096)  # most calls carry no device id: one object per address
+def _ip_only(ip: str) -> Evidence:
+    return Evidence("", ip) if ip else NO_EVIDENCE
 
 
 @functools.lru_cache(maxsize=4096)  # a connection's calls share their peer: parse it once

@@ -151,16 +151,29 @@ class CounterGate:
         return self.resolver.effective(account_id, symbol, self._clock())
 
     async def admit(self, call: OrderCall) -> Denial | Admission:
+        """:meth:`plan`, then :meth:`consume` when there is anything to count."""
+        plan = self.plan(call)
+        return ADMITTED if plan is None else await self.consume(call, plan)
+
+    def plan(self, call: OrderCall) -> CounterPlan | None:
+        """What the call must check and consume; None when no limit applies to it
+        (then no Redis call is made). No I/O."""
         limits = self.limits_for(call.account_id, call.symbol)
         if limits.empty:
-            return ADMITTED
-        subject = self.subject_of(call.account_id)
-        policy = self.resolver.policy
+            return None
         plan = build_plan(
-            call, limits, subject, policy, self.reference_price, self.idempotency_window_ms
+            call,
+            limits,
+            self.subject_of(call.account_id),
+            self.resolver.policy,
+            self.reference_price,
+            self.idempotency_window_ms,
         )
-        if plan.empty:
-            return ADMITTED
+        return None if plan.empty else plan
+
+    async def consume(self, call: OrderCall, plan: CounterPlan) -> Denial | Admission:
+        """The one store call for ``plan``: a refusal naming the binding limit, or the
+        admission with the remaining budget. Never ADMITTED: Redis was asked."""
         deadline_ms = self.deadline_ms
         try:
             async with asyncio.timeout(deadline_ms / 1000):
@@ -169,7 +182,6 @@ class CounterGate:
             if self.observer is not None:
                 self.observer(False, type(exc).__name__)
             denial = self.failure.decide(call, exc, deadline_ms)
-            # Not ADMITTED when let through: Redis was tried (see PreTradeEngine.admit).
             return Admission() if denial is None else denial
         if self.observer is not None:
             self.observer(True, "")

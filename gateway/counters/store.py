@@ -9,6 +9,7 @@ failover or ``SCRIPT FLUSH``).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.counters.plan import CounterPlan
+from gateway.store.autopipe import AutoPipeline
 from gateway.store.redis_client import RedisClient
 from gateway.store.scripts import LuaScript
 
@@ -69,8 +71,15 @@ class CounterStore(Protocol):
 class RedisCounterStore:
     """``clock_us`` pins the time the script uses (tests only); by default Redis ``TIME``."""
 
-    def __init__(self, redis: RedisClient, clock_us: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        clock_us: Callable[[], int] | None = None,
+        pipe: AutoPipeline | None = None,
+    ) -> None:
         self._redis = redis
+        #: The order path's connection (a single Redis); None: every call through ``redis``.
+        self.pipe = pipe
         self._script = LuaScript("counters")
         self._clock_us = clock_us
         self._nonce_prefix = secrets.token_hex(6)
@@ -85,6 +94,12 @@ class RedisCounterStore:
     async def remember(
         self, records: Sequence[tuple[str, str, int]], forget: Sequence[str] = ()
     ) -> None:
+        if self.pipe is not None:
+            execute = self.pipe.execute
+            calls = [execute("SET", key, value, "PX", ttl_ms) for key, value, ttl_ms in records]
+            calls += [execute("DEL", key) for key in forget]
+            await asyncio.gather(*calls)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, value, ttl_ms in records:
                 pipe.set(key, value, px=ttl_ms)
@@ -96,7 +111,11 @@ class RedisCounterStore:
         pinned = str(self._clock_us()) if self._clock_us is not None else ""
         nonce = f"{self._nonce_prefix}:{next(self._sequence)}"
         args = [mode, pinned, nonce, str(plan.day_start_ms), *plan.args()]
-        raw = await self._script(self._redis, plan.keys, args)
+        script = self._script
+        if self.pipe is not None:
+            raw = await self.pipe.evalsha(script.sha, script.source, plan.keys, args)
+        else:
+            raw = await script(self._redis, plan.keys, args)
         return parse_reply(raw)
 
 

@@ -112,7 +112,10 @@ class RefusingCounters:
     def __init__(self) -> None:
         self.calls: list[OrderCall] = []
 
-    async def admit(self, call: OrderCall) -> Denial:
+    def plan(self, call: OrderCall) -> object:
+        return object()  # anything but None: the call goes to consume()
+
+    async def consume(self, call: OrderCall, plan: object) -> Denial:
         self.calls.append(call)
         return Denial(Reason.SYMBOL_HALTED, "stand-in for a counter refusal")
 

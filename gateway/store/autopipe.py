@@ -1,0 +1,315 @@
+"""One Redis connection that carries every concurrent order's counter call.
+
+redis-py's asyncio client spends more of a call in Python (connection pool,
+retry wrapper, argument packing one argument at a time) than Redis spends
+running the counter script, and it writes each call with its own system call.
+On the order path the gateway uses this instead, for a single Redis (a
+cluster keeps redis-py's cluster client):
+
+* **auto-pipelining**: calls issued in the same turn of the event loop are
+  written together, in one ``write``; their replies come back in order on the
+  same connection and are handed to each caller as they arrive. Under load,
+  64 concurrent orders cost one system call each way instead of 64;
+* commands are packed by hiredis (C) and replies parsed by it;
+* a caller's deadline (``asyncio.timeout`` around the call) abandons only that
+  call: its reply is read and dropped when it comes, the calls behind it are
+  not disturbed;
+* failures raise redis-py's own exceptions (``ConnectionError``,
+  ``TimeoutError``, ``ResponseError``, ``NoScriptError``), so the failure
+  policy reads them like any other store error. A connection lost fails every
+  call waiting on it; the next call connects again. A connection that has
+  left a call unanswered for ``stale_after_s`` (a silent network, a stopped
+  server) is closed, so waiting calls cannot pile up without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import hiredis
+from redis.asyncio.connection import parse_url
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: Error replies whose first word names a more precise redis-py exception.
+_ERRORS_BY_PREFIX: dict[str, type[Exception]] = {
+    "NOSCRIPT": NoScriptError,
+    "WRONGPASS": AuthenticationError,
+    "NOAUTH": AuthenticationError,
+}
+
+
+#: hiredis' packer (C); its stub wants a one-element tuple, any length works.
+_pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
+
+
+class _ReplyError(Exception):
+    """What hiredis builds for an error reply; turned into a redis-py exception."""
+
+
+def _error(reply: _ReplyError) -> Exception:
+    message = str(reply)
+    prefix = message.split(" ", 1)[0]
+    return _ERRORS_BY_PREFIX.get(prefix, ResponseError)(message)
+
+
+class _Batch:
+    """Stands in the reply queue for ``count`` commands written as one batch."""
+
+    __slots__ = ("count", "error", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[Any], count: int) -> None:
+        self.future = future
+        self.count = count
+        self.replies: list[Any] = []
+        self.error: _ReplyError | None = None
+
+    def add(self, reply: Any) -> bool:
+        """Take one reply; True once the batch is complete."""
+        if type(reply) is _ReplyError and self.error is None:
+            self.error = reply
+        self.replies.append(reply)
+        return len(self.replies) >= self.count
+
+
+class _Connection(asyncio.Protocol):
+    """The socket, the calls written on it and waiting for their replies."""
+
+    def __init__(self, stale_after_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader = hiredis.Reader(encoding="utf-8", replyError=_ReplyError)
+        self._transport: asyncio.Transport | None = None
+        #: Calls written (or about to be), oldest first, with when they were issued.
+        self._waiting: collections.deque[tuple[asyncio.Future[Any] | _Batch, float]] = (
+            collections.deque()
+        )
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        self._stale_after_s = stale_after_s
+        self.closed = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiting = self._waiting
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            if not waiting:  # a reply nobody asked for: the stream cannot be trusted
+                self.abort(RedisConnectionError("Redis sent a reply to no request"))
+                return
+            entry = waiting[0][0]
+            if isinstance(entry, _Batch):
+                if not entry.add(reply):
+                    continue  # more replies of the batch to come
+                future = entry.future
+                reply = entry.error if entry.error is not None else entry.replies
+            else:
+                future = entry
+            waiting.popleft()
+            if future.done():  # its caller gave up (deadline); the reply is dropped
+                continue
+            if type(reply) is _ReplyError:
+                future.set_exception(_error(reply))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = exc or "closed by the server"
+        self._fail(RedisConnectionError(f"Connection to Redis lost: {reason}"))
+
+    # -- calls -------------------------------------------------------------------
+
+    def send(self, packed: bytes, count: int = 1) -> asyncio.Future[Any]:
+        """Queue packed commands (``count`` of them, one reply each), written with the
+        others of this loop turn. The future gets the reply; for ``count`` > 1 the list
+        of replies, or the first error reply once all have arrived."""
+        loop = self._loop
+        future: asyncio.Future[Any] = loop.create_future()
+        now = loop.time()
+        waiting = self._waiting
+        if waiting and now - waiting[0][1] > self._stale_after_s:
+            stale = f"Redis left a call unanswered for {self._stale_after_s}s"
+            self.abort(RedisTimeoutError(stale))
+            future.set_exception(RedisConnectionError(f"{stale}; reconnecting"))
+            return future
+        waiting.append((future if count == 1 else _Batch(future, count), now))
+        self._outgoing.append(packed)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outgoing, self._outgoing = self._outgoing, []
+        if self._transport is not None and not self.closed and outgoing:
+            self._transport.write(b"".join(outgoing) if len(outgoing) > 1 else outgoing[0])
+
+    def abort(self, error: Exception) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        self.closed = True
+        self._outgoing = []
+        waiting, self._waiting = self._waiting, collections.deque()
+        for entry, _ in waiting:
+            future = entry.future if isinstance(entry, _Batch) else entry
+            if not future.done():
+                future.set_exception(error)
+
+
+class AutoPipeline:
+    """Calls to one Redis over one auto-pipelined connection (see the module doc)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        db: int = 0,
+        connect_timeout_s: float = 0.5,
+        stale_after_s: float = 2.0,
+        name: str = "",
+    ) -> None:
+        self.host, self.port = host, port
+        self._username, self._password, self._db = username, password, db
+        self._connect_timeout_s = connect_timeout_s
+        self._stale_after_s = stale_after_s
+        self._name = name
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+        self._closed = False
+        #: Connections made (the first one included): a reconnect count for tests and logs.
+        self.connects = 0
+
+    async def execute(self, *args: str | int | bytes) -> Any:
+        """One command; its reply (strings decoded as UTF-8) or a redis-py exception."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        return await connection.send(_pack(args))
+
+    async def execute_many(self, commands: Sequence[Sequence[str | int | bytes]]) -> list[Any]:
+        """Several commands in one write; their replies, in order. An error reply raises
+        (the first one) once every reply has arrived."""
+        if not commands:
+            return []
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        packed = b"".join([_pack(tuple(command)) for command in commands])
+        return list(await connection.send(packed, len(commands)))
+
+    async def evalsha(
+        self, sha: str, source: str, keys: Sequence[str], args: Sequence[str | int]
+    ) -> Any:
+        """``EVALSHA``, and ``EVAL`` of ``source`` if this Redis does not have the script."""
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.execute("EVAL", source, len(keys), *keys, *args)
+
+    def rename(self, name: str) -> None:
+        """Name the connection (``CLIENT SETNAME``) from the next connect on; reconnects."""
+        self._name = name
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abort(RedisConnectionError("renamed: reconnecting"))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abort(RedisConnectionError("client closed"))
+
+    async def _connect(self) -> _Connection:
+        if self._closed:
+            raise RedisConnectionError("client closed")
+        # Calls arriving while a connection is being made wait for that one.
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_future()
+            try:
+                connection = await self._open()
+            except BaseException as exc:
+                self._connecting.set_exception(
+                    exc if isinstance(exc, Exception) else RedisConnectionError("connect cancelled")
+                )
+                self._connecting.exception()  # retrieved: no "never retrieved" warning
+                self._connecting = None
+                raise
+            self._connection = connection
+            self._connecting.set_result(connection)
+            self._connecting = None
+            return connection
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self._stale_after_s), self.host, self.port
+                )
+                setup: list[tuple[str | int, ...]] = []
+                if self._password is not None:
+                    setup.append(
+                        ("AUTH", self._username, self._password)
+                        if self._username
+                        else ("AUTH", self._password)
+                    )
+                if self._db:
+                    setup.append(("SELECT", self._db))
+                if self._name:
+                    setup.append(("CLIENT", "SETNAME", self._name))
+                try:
+                    for reply in [connection.send(_pack(c)) for c in setup]:
+                        await reply
+                except BaseException:
+                    connection.abort(RedisConnectionError("connection set-up failed"))
+                    raise
+        except TimeoutError as exc:  # asyncio's deadline (the builtin, an OSError)
+            raise RedisTimeoutError(
+                f"connecting to Redis {self.host}:{self.port}: timed out"
+            ) from exc
+        except OSError as exc:
+            raise RedisConnectionError(
+                f"connecting to Redis {self.host}:{self.port}: {exc}"
+            ) from exc
+        self.connects += 1
+        return connection
+
+
+def auto_pipeline(
+    url: str, connect_timeout_ms: int, stale_after_ms: int, name: str = ""
+) -> AutoPipeline | None:
+    """An :class:`AutoPipeline` for a single Redis over TCP (``redis://``); None for
+    anything else (a cluster, TLS, a Unix socket), which stays on redis-py."""
+    if urlsplit(url).scheme != "redis":
+        return None
+    options = parse_url(url)
+    return AutoPipeline(
+        str(options.get("host", "localhost")),
+        int(options.get("port", 6379)),
+        username=options.get("username"),
+        password=options.get("password"),
+        db=int(options.get("db", 0)),
+        connect_timeout_s=connect_timeout_ms / 1000,
+        stale_after_s=stale_after_ms / 1000,
+        name=name,
+    )
