@@ -90,9 +90,10 @@ async def supervise(settings: Settings) -> None:
             listen=_with_fixed_port(settings.listen),
             admin_listen=_with_fixed_port(settings.admin_listen),
         )
+        shared_metrics = _metrics_addresses(settings.metrics_listen, settings.workers)
         pipes = []
         for index in range(settings.workers):
-            worker, ready = _spawn(context, shared, index)
+            worker, ready = _spawn(context, shared, index, shared_metrics)
             workers.append(worker)
             pipes.append(ready)
         for worker, ready in zip(workers, pipes, strict=True):
@@ -103,9 +104,10 @@ async def supervise(settings: Settings) -> None:
             pids=[w.process.pid for w in workers],
             order_entry=shared.listen,
             admin=shared.admin_listen,
+            metrics=[m for m in shared_metrics if m] or None,
             upstream=upstream,
         )
-        await _watch(context, shared, workers, stop)
+        await _watch(context, shared, workers, stop, shared_metrics)
     finally:
         log.info("supervisor.stopping")
         await asyncio.to_thread(_stop_all, [w.process for w in workers], settings.grace_s + 5.0)
@@ -117,7 +119,11 @@ async def supervise(settings: Settings) -> None:
 
 
 async def _watch(
-    context: SpawnContext, settings: Settings, workers: list[_Worker], stop: asyncio.Event
+    context: SpawnContext,
+    settings: Settings,
+    workers: list[_Worker],
+    stop: asyncio.Event,
+    metrics: list[str | None],
 ) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -139,7 +145,7 @@ async def _watch(
                     await asyncio.wait_for(stop.wait(), backoff)
                 if stop.is_set():
                     return
-            replacement, ready = _spawn(context, settings, worker.index)
+            replacement, ready = _spawn(context, settings, worker.index, metrics)
             replacement.backoff_s = min(backoff * 2, _RESTART_BACKOFF_MAX_S)
             workers[slot] = replacement
             try:
@@ -150,11 +156,14 @@ async def _watch(
             log.info("worker.restarted", worker=worker.index, pid=replacement.process.pid)
 
 
-def _spawn(context: SpawnContext, settings: Settings, index: int) -> tuple[_Worker, Connection]:
+def _spawn(
+    context: SpawnContext, settings: Settings, index: int, metrics: list[str | None]
+) -> tuple[_Worker, Connection]:
     ready, child_end = context.Pipe(duplex=False)
+    own = replace(settings, metrics_listen=metrics[index])
     process = context.Process(
         target=_worker_main,
-        args=(settings, index, os.getpid(), child_end),
+        args=(own, index, os.getpid(), child_end),
         name=f"pretrade-gateway-worker-{index}",
         daemon=False,
     )
@@ -195,6 +204,17 @@ def _stop_all(processes: list[BaseProcess], timeout_s: float) -> None:
         if process.is_alive():
             process.kill()
             process.join(5.0)
+
+
+def _metrics_addresses(address: str | None, workers: int) -> list[str | None]:
+    """Each worker's own metrics endpoint (a scrape must see one process's counters):
+    ``HOST:P`` gives worker ``k`` port ``P + k``; port 0 gives each a free port."""
+    if address is None:
+        return [None] * workers
+    host, _, port = address.rpartition(":")
+    if port == "0":
+        return [f"{host}:{free_port()}" for _ in range(workers)]
+    return [f"{host}:{int(port) + k}" for k in range(workers)]
 
 
 def _with_fixed_port(address: str) -> str:

@@ -6,10 +6,13 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -65,7 +68,7 @@ class Supervisor:
 
 
 @contextlib.contextmanager
-def supervisor(tmp_path: pathlib.Path, workers: int) -> Iterator[Supervisor]:
+def supervisor(tmp_path: pathlib.Path, workers: int, *extra: str) -> Iterator[Supervisor]:
     order_port, admin_port = free_port(), free_port()
     log_path = tmp_path / "supervisor.log"
     args = [
@@ -76,6 +79,7 @@ def supervisor(tmp_path: pathlib.Path, workers: int) -> Iterator[Supervisor]:
         "--redis-dir", str(tmp_path / "redis"),
         "--policy", str(POLICY),
         "--auth", "off",  # this test is about the workers; tests/e2e/test_auth*.py cover keys
+        *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log_path.open("wb") as log_file:
@@ -94,6 +98,15 @@ def supervisor(tmp_path: pathlib.Path, workers: int) -> Iterator[Supervisor]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def scrape_instance(address: str) -> str:
+    """The ``instance`` label of ``pretrade_gateway_info`` on the metrics endpoint."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r'pretrade_gateway_info\{[^}]*instance="([^"]+)"', text)
+    assert found is not None, text[:500]
+    return found.group(1)
 
 
 def order_channels(address: str, count: int) -> list[aio.Channel]:
@@ -138,9 +151,14 @@ def established_connections(pid: int, port: int) -> int:
 
 
 async def test_workers_share_the_ports_and_enforce_the_same_flags(tmp_path: pathlib.Path) -> None:
-    with supervisor(tmp_path, workers=2) as sup:
+    with supervisor(tmp_path, 2, "--metrics-listen", "127.0.0.1:0") as sup:
         pids = sup.worker_pids()
         assert len(set(pids)) == 2
+        # Each worker serves its own metrics: a scrape sees one process's counters.
+        metrics = sup.wait_for("supervisor.ready")[0]["metrics"]
+        assert isinstance(metrics, list) and len(set(metrics)) == 2
+        instances = {scrape_instance(str(address)) for address in metrics}
+        assert instances == {f"{socket.gethostname()}:{pid}" for pid in pids}
         channels = order_channels(sup.order_address, CONNECTIONS)
         admin_channel = aio.insecure_channel(sup.admin_address)
         try:
