@@ -72,10 +72,21 @@ async def _run(ctx: Context, url: str) -> Result:
         async def from_bytes(raw: bytes) -> Any:
             return await engine.screen_bytes(PLACE, raw)
 
+        # "The same client": the connection the order path's counter call takes
+        # (the auto-pipelined one for a single Redis), and redis-py's for reference.
+        pipe = keeper.pipe
+
         async def evalsha(_: object) -> Any:
+            if pipe is not None:
+                return await pipe.evalsha(trivial.sha, "return 1", (), ())
+            return await trivial()
+
+        async def evalsha_redis_py(_: object) -> Any:
             return await trivial()
 
         async def ping(_: object) -> Any:
+            if pipe is not None:
+                return await pipe.execute("PING")
             return await keeper.redis.ping()
 
         plan: list[tuple[str, str, Any, list[Any], int]] = [
@@ -88,8 +99,10 @@ async def _run(ctx: Context, url: str) -> Result:
             # With the counter step an accepted order is a Redis round trip: size it like one.
             ("accept", _accept_description(), None, accepted,
              redis_n if counters_hook.counters_present() else local_n),
-            ("evalsha_trivial", "one EVALSHA of `return 1`, same client and loop (1 round trip)",
-             evalsha, [None], redis_n),
+            ("evalsha_trivial", "one EVALSHA of `return 1`, same client (the order path's "
+             "connection) and loop (1 round trip)", evalsha, [None], redis_n),
+            ("evalsha_trivial_redis_py", "the same through redis-py's asyncio client",
+             evalsha_redis_py, [None], redis_n),
             ("ping", "one PING, same client and loop", ping, [None], redis_n),
         ]  # fmt: skip
         reps: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in plan}

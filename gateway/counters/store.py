@@ -13,10 +13,10 @@ import asyncio
 import itertools
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.counters.plan import CounterPlan
+from gateway.records import hot_record
 from gateway.store.autopipe import AutoPipeline
 from gateway.store.redis_client import RedisClient
 from gateway.store.scripts import LuaScript
@@ -24,7 +24,7 @@ from gateway.store.scripts import LuaScript
 ACCEPTED, REFUSED, PEEKED, RETRY = 1, 0, 2, 3
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class OpOutcome:
     """The script's answer for one op of the plan (``index`` is 0-based)."""
 
@@ -36,7 +36,7 @@ class OpOutcome:
     remaining: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class StoreReply:
     status: int
     #: Redis server time of the decision, in microseconds.
@@ -121,16 +121,18 @@ class RedisCounterStore:
 
 def parse_reply(raw: Sequence[Any]) -> StoreReply:
     status, now_us = int(raw[0]), int(raw[1])
-    rest = [int(x) for x in raw[2:]]
+    rest = list(map(int, raw[2:]))
     if status == RETRY:
-        return StoreReply(status, now_us, (), retries=rest[1])
+        return StoreReply(status, now_us, (), rest[1])
     if status == ACCEPTED:
         outcomes = tuple(
-            OpOutcome(rest[i] - 1, remaining=rest[i + 1]) for i in range(0, len(rest), 2)
+            [OpOutcome(rest[i] - 1, 0, 0, 0, rest[i + 1]) for i in range(0, len(rest), 2)]
         )
     else:
         outcomes = tuple(
-            OpOutcome(rest[i] - 1, count=rest[i + 1], limit=rest[i + 2], delay_ms=rest[i + 3])
-            for i in range(0, len(rest), 4)
+            [
+                OpOutcome(rest[i] - 1, rest[i + 1], rest[i + 2], rest[i + 3])
+                for i in range(0, len(rest), 4)
+            ]
         )
     return StoreReply(status, now_us, outcomes)
