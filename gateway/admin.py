@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import structlog
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
@@ -34,6 +34,7 @@ from gateway.admin_sanity import (
 from gateway.association.admin import SuspectAdmin
 from gateway.counters.admin import LimitAdmin
 from gateway.engine import Gatekeeper
+from gateway.fields import BadFields, ttl_not_for
 from gateway.groups.admin import GroupAdmin, fill_account_group
 from gateway.model import (
     AccountState,
@@ -42,8 +43,8 @@ from gateway.model import (
     SymbolStatus,
     state_record_from_fields,
 )
-from gateway.reasons import FieldViolation, invalid
-from gateway.refusals import to_grpc_status
+from gateway.reasons import FieldViolation
+from gateway.refusals import abort_invalid
 from gateway.snapshot import now_ms
 from gateway.store import WriteResult
 from gateway.validation import (
@@ -55,8 +56,6 @@ from gateway.validation import (
 
 log = structlog.get_logger("gateway.admin")
 
-MAX_TEXT = 256
-MAX_TTL_MS = 366 * 24 * 3600 * 1000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 Context = aio.ServicerContext[Any, Any]
@@ -75,12 +74,12 @@ class AdminService(
     ) -> apb.SetAccountStateResponse:
         if request.group_id:
             return await self._set_group_state(request, context)
-        v = _Checker()
+        v = BadFields()
         v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
         if request.state not in AccountState._value2member_map_:
             v.add("state", "required: ACTIVE, REDUCE_ONLY, FROZEN or DEACTIVATED")
         v.change_meta(request.reason, request.actor)
-        ttl_ms = v.ttl(request, int(request.state) == AccountState.ACTIVE, "ACTIVE")
+        ttl_ms = v.ttl(request, ttl_not_for("ACTIVE", int(request.state) == AccountState.ACTIVE))
         await v.abort_if_any(context)
 
         state = AccountState(request.state)
@@ -101,7 +100,7 @@ class AdminService(
     async def GetAccount(
         self, request: apb.GetAccountRequest, context: Context
     ) -> apb.GetAccountResponse:
-        v = _Checker()
+        v = BadFields()
         v.ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
         await v.abort_if_any(context)
         fields = await self._keeper.flags.read(FlagKind.ACCOUNT_STATE, request.account_id)
@@ -115,12 +114,12 @@ class AdminService(
     async def SetSymbolStatus(
         self, request: apb.SetSymbolStatusRequest, context: Context
     ) -> apb.SetSymbolStatusResponse:
-        v = _Checker()
+        v = BadFields()
         v.ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
         if request.status not in SymbolStatus._value2member_map_:
             v.add("status", "required: TRADING, HALTED, REDUCE_ONLY or DELISTED")
         v.change_meta(request.reason, request.actor)
-        ttl_ms = v.ttl(request, int(request.status) == SymbolStatus.TRADING, "TRADING")
+        ttl_ms = v.ttl(request, ttl_not_for("TRADING", int(request.status) == SymbolStatus.TRADING))
         await v.abort_if_any(context)
         if request.symbol not in self._keeper.snapshot.symbols:
             await context.abort(
@@ -144,7 +143,7 @@ class AdminService(
     async def UpsertSymbol(
         self, request: apb.UpsertSymbolRequest, context: Context
     ) -> apb.UpsertSymbolResponse:
-        v = _Checker()
+        v = BadFields()
         spec = request.spec
         upserted = upsert_spec(request, self._keeper.snapshot, v)
         v.change_meta(request.reason, request.actor)
@@ -174,7 +173,7 @@ class AdminService(
     async def GetSymbol(
         self, request: apb.GetSymbolRequest, context: Context
     ) -> apb.GetSymbolResponse:
-        v = _Checker()
+        v = BadFields()
         v.ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
         await v.abort_if_any(context)
         if request.symbol not in self._keeper.snapshot.symbols:
@@ -187,12 +186,12 @@ class AdminService(
     async def SetLeverageLimit(
         self, request: apb.SetLeverageLimitRequest, context: Context
     ) -> apb.SetLeverageLimitResponse:
-        return await set_leverage_limit(self._keeper, request, context, _Checker())
+        return await set_leverage_limit(self._keeper, request, context, BadFields())
 
     async def SetReferencePrice(
         self, request: apb.SetReferencePriceRequest, context: Context
     ) -> apb.SetReferencePriceResponse:
-        return await set_reference_price(self._keeper, request, context, _Checker())
+        return await set_reference_price(self._keeper, request, context, BadFields())
 
     # -- listing ------------------------------------------------------------
 
@@ -201,11 +200,13 @@ class AdminService(
     ) -> apb.ListRestrictionsResponse:
         page_size = request.page_size or DEFAULT_PAGE
         if page_size > MAX_PAGE:
-            await _abort_invalid(context, FieldViolation("page_size", f"at most {MAX_PAGE}"))
+            await abort_invalid(context, [FieldViolation("page_size", f"at most {MAX_PAGE}")])
         try:
             after_account, after_symbol = _decode_token(request.page_token)
         except ValueError:
-            await _abort_invalid(context, FieldViolation("page_token", "not a token from this API"))
+            await abort_invalid(
+                context, [FieldViolation("page_token", "not a token from this API")]
+            )
         snapshot = self._keeper.snapshot
         now = now_ms()
         accounts = [
@@ -264,52 +265,6 @@ class AdminService(
             if record.expires_ms:
                 message.status_expires_at.CopyFrom(_timestamp(record.expires_ms))
         return message
-
-
-class _Checker:
-    """Collects bad fields of one admin request."""
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
-
-    def ident(self, field: str, value: str, pattern: Any, rule: str) -> None:
-        if not value:
-            self.add(field, "required")
-        elif len(value) > 64 or pattern.fullmatch(value) is None:
-            self.add(field, rule)
-
-    def change_meta(self, reason: str, actor: str) -> None:
-        for name, value in (("reason", reason), ("actor", actor)):
-            if not value.strip():
-                self.add(name, "required: say why and who")
-            elif len(value) > MAX_TEXT:
-                self.add(name, f"at most {MAX_TEXT} characters")
-
-    def ttl(self, request: Any, clears: bool, cleared_name: str) -> int:
-        if not request.HasField("ttl"):
-            return 0
-        ttl: duration_pb2.Duration = request.ttl
-        ttl_ms = ttl.seconds * 1000 + ttl.nanos // 1_000_000
-        if clears:
-            self.add("ttl", f"a TTL only applies to a restriction, not to {cleared_name}")
-        elif ttl_ms <= 0 or ttl.nanos < 0:
-            self.add("ttl", "must be positive")
-        elif ttl_ms > MAX_TTL_MS:
-            self.add("ttl", "must be at most 366 days")
-        return ttl_ms
-
-    async def abort_if_any(self, context: Context) -> None:
-        if self.items:
-            await _abort_invalid(context, *self.items)
-
-
-async def _abort_invalid(context: Context, *violations: FieldViolation) -> NoReturn:
-    status = to_grpc_status(invalid(*violations))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _state_fields(state: AccountState | SymbolStatus, request: Any) -> dict[str, str]:

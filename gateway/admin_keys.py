@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
@@ -26,6 +26,7 @@ from gateway.apikeys import (
     new_key,
     split_key,
 )
+from gateway.fields import MAX_TEXT, MAX_TTL_DAYS, check_change_meta, check_ttl
 from gateway.model import Channel, FlagKind
 from gateway.ops_records import OpsRecord
 from gateway.reasons import FieldViolation
@@ -37,8 +38,6 @@ if TYPE_CHECKING:  # the engine imports what this module imports
     from gateway.engine import Gatekeeper
 
 Context = aio.ServicerContext[Any, Any]
-MAX_TEXT = 256
-MAX_TTL_MS = 3 * 366 * 24 * 3600 * 1000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
@@ -64,8 +63,8 @@ class ApiKeyAdmin:
             bad.append(FieldViolation("channel", "required: PROGRAM or INTERACTIVE"))
         if len(request.label) > MAX_TEXT:
             bad.append(FieldViolation("label", f"at most {MAX_TEXT} characters"))
-        _change_meta(request.reason, request.actor, bad)
-        ttl_ms = _ttl(request, bad)
+        check_change_meta(bad, request.reason, request.actor)
+        ttl_ms = check_ttl(bad, request, max_days=3 * MAX_TTL_DAYS)
         await _abort_if(context, bad)
         assert channel is not None
 
@@ -99,7 +98,7 @@ class ApiKeyAdmin:
         bad: list[FieldViolation] = []
         if KEY_ID_RE.fullmatch(request.key_id) is None:
             bad.append(FieldViolation("key_id", "required: pk_ and 16 hex digits"))
-        _change_meta(request.reason, request.actor, bad)
+        check_change_meta(bad, request.reason, request.actor)
         await _abort_if(context, bad)
 
         flags = self._keeper.flags
@@ -190,26 +189,6 @@ def _accounts(values: list[str], bad: list[FieldViolation]) -> frozenset[str]:
             bad.append(FieldViolation(f"account_ids[{index}]", "listed twice"))
         seen.add(value)
     return frozenset(seen)
-
-
-def _change_meta(reason: str, actor: str, bad: list[FieldViolation]) -> None:
-    for name, value in (("reason", reason), ("actor", actor)):
-        if not value.strip():
-            bad.append(FieldViolation(name, "required: say why and who"))
-        elif len(value) > MAX_TEXT:
-            bad.append(FieldViolation(name, f"at most {MAX_TEXT} characters"))
-
-
-def _ttl(request: apb.IssueApiKeyRequest, bad: list[FieldViolation]) -> int:
-    if not request.HasField("ttl"):
-        return 0
-    ttl: duration_pb2.Duration = request.ttl
-    ttl_ms = ttl.seconds * 1000 + ttl.nanos // 1_000_000
-    if ttl_ms <= 0 or ttl.nanos < 0:
-        bad.append(FieldViolation("ttl", "must be positive"))
-    elif ttl_ms > MAX_TTL_MS:
-        bad.append(FieldViolation("ttl", "must be at most 3 x 366 days"))
-    return ttl_ms
 
 
 def _describe(key: ApiKey) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -30,10 +30,9 @@ from gateway.audit import (
     watch_entries,
 )
 from gateway.decisions import Outcome
+from gateway.fields import BadFields
 from gateway.killswitch import Scope, parse_scope_key, scope_key
 from gateway.model import FlagKind, StateRecord, state_record_from_fields
-from gateway.reasons import FieldViolation, invalid
-from gateway.refusals import to_grpc_status
 from gateway.shadow import ALL_RULES, is_rule_name, shadowable_rules
 from gateway.snapshot import now_ms
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
@@ -45,8 +44,6 @@ if TYPE_CHECKING:
 Context = aio.ServicerContext[Any, Any]
 
 # The same bounds as the other admin changes.
-MAX_TEXT = 256
-MAX_TTL_MS = 366 * 24 * 3600 * 1000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
@@ -153,7 +150,7 @@ class OpsAdmin:
         if not is_rule_name(request.rule):
             v.add("rule", "a shadowable refusal reason or *: " + " ".join(shadowable_rules()))
         v.change_meta(request.reason, request.actor)
-        ttl_ms = v.ttl(request, clears=not request.enabled)
+        ttl_ms = v.ttl(request, "" if request.enabled else "a TTL only applies when enabling")
         await v.abort_if_any(context)
         fields = None
         if request.enabled:
@@ -266,37 +263,8 @@ class OpsAdmin:
         return {spec.product for spec in self._keeper.snapshot.symbols.values()}
 
 
-class _Fields:
-    """Collects the bad fields of one request (the admin service's rules)."""
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
-
-    def text(self, field: str, value: str, limit: int = 64) -> None:
-        if len(value) > limit:
-            self.add(field, f"at most {limit} characters")
-
-    def change_meta(self, reason: str, actor: str) -> None:
-        for name, value in (("reason", reason), ("actor", actor)):
-            if not value.strip():
-                self.add(name, "required: say why and who")
-            elif len(value) > MAX_TEXT:
-                self.add(name, f"at most {MAX_TEXT} characters")
-
-    def ttl(self, request: Any, clears: bool = False) -> int:
-        if not request.HasField("ttl"):
-            return 0
-        ttl_ms = int(request.ttl.seconds * 1000 + request.ttl.nanos // 1_000_000)
-        if clears:
-            self.add("ttl", "a TTL only applies when enabling")
-        elif ttl_ms <= 0 or request.ttl.nanos < 0:
-            self.add("ttl", "must be positive")
-        elif ttl_ms > MAX_TTL_MS:
-            self.add("ttl", "must be at most 366 days")
-        return ttl_ms
+class _Fields(BadFields):
+    """The admin service's collector, with the operations' own rules."""
 
     def scope(self, value: int, ident: str) -> Scope | None:
         if value not in Scope._value2member_map_:
@@ -352,16 +320,6 @@ class _Fields:
         if since is not None and until is not None and until <= since:
             self.add("until", "must be after since")
         return since, until
-
-    async def abort_if_any(self, context: Context) -> None:
-        if self.items:
-            await _abort_invalid(context, *self.items)
-
-
-async def _abort_invalid(context: Context, *violations: FieldViolation) -> NoReturn:
-    status = to_grpc_status(invalid(*violations))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp:

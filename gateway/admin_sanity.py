@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 import structlog
@@ -21,6 +21,7 @@ from grpc import aio
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway.decimals import DecimalFormatError, format_decimal, parse_positive_decimal
 from gateway.engine import Gatekeeper
+from gateway.fields import BadFields, ttl_not_for
 from gateway.model import FlagKind, SymbolSpec
 from gateway.ops_records import (
     OPS_DECODERS,
@@ -29,7 +30,6 @@ from gateway.ops_records import (
     reference_price_fields,
     symbol_leverage_fields,
 )
-from gateway.reasons import FieldViolation
 from gateway.refprice import reference_price
 from gateway.snapshot import Snapshot, now_ms
 from gateway.symbol_limits import (
@@ -61,16 +61,7 @@ Context = aio.ServicerContext[Any, Any]
 MASKABLE_FIELDS = ("product", "base_asset", "quote_asset", *LIMIT_FIELDS)
 
 
-class Checker(Protocol):
-    """The admin service's collector of bad fields."""
-
-    items: list[FieldViolation]
-
-    def add(self, field: str, description: str) -> None: ...
-    def ident(self, field: str, value: str, pattern: Any, rule: str) -> None: ...
-    def change_meta(self, reason: str, actor: str) -> None: ...
-    def ttl(self, request: Any, clears: bool, cleared_name: str) -> int: ...
-    async def abort_if_any(self, context: Context) -> None: ...
+Checker = BadFields
 
 
 # -- UpsertSymbol ------------------------------------------------------------------
@@ -247,7 +238,7 @@ async def set_leverage_limit(
     else:
         v.ident(target, getattr(request, target), ACCOUNT_RE, ACCOUNT_RULE)
     v.change_meta(request.reason, request.actor)
-    ttl_ms = v.ttl(request, request.clear, "clear")
+    ttl_ms = v.ttl(request, ttl_not_for("clear", request.clear))
     limit = LeverageLimit()
     if request.clear:
         if request.max_leverage or request.brackets:
@@ -316,7 +307,7 @@ async def set_reference_price(
 ) -> apb.SetReferencePriceResponse:
     v.ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
     v.change_meta(request.reason, request.actor)
-    ttl_ms = v.ttl(request, request.clear, "clear")
+    ttl_ms = v.ttl(request, ttl_not_for("clear", request.clear))
     price = Decimal(0)
     if request.clear:
         if request.price:

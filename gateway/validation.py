@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.decimals import DecimalFormatError, parse_positive_decimal
+from gateway.fields import BadFields
 from gateway.model import Action, Channel
 from gateway.reasons import Denial, FieldViolation, invalid
 from gateway.records import hot_record
@@ -83,25 +84,10 @@ _valid_symbol = _VALID_SYMBOLS.values.__contains__
 _known_decimal = _DECIMALS.values.get
 
 
-class _Violations:
-    """Collects every bad field of one request, so a client fixes them all at once."""
+class _Violations(BadFields):
+    """The bad fields of one order-entry call, with the order path's own shortcuts."""
 
-    __slots__ = ("items",)
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
-
-    def ident(self, field: str, value: str, pattern: re.Pattern[str], rule: str) -> bool:
-        if not value:
-            self.add(field, "required")
-        elif len(value) > 64 or pattern.fullmatch(value) is None:
-            self.add(field, rule)
-        else:
-            return True
-        return False
+    __slots__ = ()
 
     def account(self, value: str) -> None:
         if not _valid_account(value) and self.ident("account_id", value, ACCOUNT_RE, ACCOUNT_RULE):
@@ -122,9 +108,6 @@ class _Violations:
             return None
         _DECIMALS.remember(text, value)
         return value
-
-    def denial(self) -> Denial | None:
-        return invalid(*self.items) if self.items else None
 
 
 _LIMIT, _MARKET = pb.ORDER_TYPE_LIMIT, pb.ORDER_TYPE_MARKET

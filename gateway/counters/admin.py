@@ -27,6 +27,7 @@ from gateway.counters.limits import (
     parse_value,
 )
 from gateway.counters.resolve import EffectiveLimits, Sourced, override_id
+from gateway.fields import check_change_meta, check_ident, check_ttl
 from gateway.model import FlagKind, LimitRecord, limit_record_from_fields
 from gateway.reasons import FieldViolation
 from gateway.refusals import abort_if_invalid as _abort_if
@@ -46,8 +47,6 @@ if TYPE_CHECKING:  # the engine imports the counters package
 log = structlog.get_logger("gateway.admin")
 
 Context = aio.ServicerContext[Any, Any]
-MAX_TEXT = 256
-MAX_TTL_MS = 366 * 24 * 3600 * 1000
 
 _SCOPE_FROM_PB = {
     apb.LIMIT_SCOPE_DEFAULT: Scope.DEFAULT,
@@ -83,8 +82,8 @@ class LimitAdmin:
                 bad.append(FieldViolation("value", str(exc)))
         elif not request.value:
             bad.append(FieldViolation("value", "required"))
-        _change_meta(request.reason, request.actor, bad)
-        ttl_ms = _ttl(request, bad)
+        check_change_meta(bad, request.reason, request.actor)
+        ttl_ms = check_ttl(bad, request)
         await _abort_if(context, bad)
         assert target is not None
         ref, kind = target
@@ -116,7 +115,7 @@ class LimitAdmin:
     ) -> apb.RemoveLimitResponse:
         bad: list[FieldViolation] = []
         target = _target(request.scope, request.key, request.kind, bad)
-        _change_meta(request.reason, request.actor, bad)
+        check_change_meta(bad, request.reason, request.actor)
         await _abort_if(context, bad)
         assert target is not None
         ref, kind = target
@@ -140,8 +139,8 @@ class LimitAdmin:
         self, request: apb.GetEffectiveLimitsRequest, context: Context
     ) -> apb.GetEffectiveLimitsResponse:
         bad: list[FieldViolation] = []
-        _ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE, bad)
-        _ident("symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE, bad)
+        check_ident(bad, "account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
+        check_ident(bad, "symbol", request.symbol, SYMBOL_RE, SYMBOL_RULE)
         await _abort_if(context, bad)
         keeper = self._keeper
         if request.symbol not in keeper.snapshot.symbols:
@@ -198,38 +197,12 @@ def _target(
             bad.append(FieldViolation("key", "must be empty for the DEFAULT scope"))
     else:
         pattern, rule = _KEY_RULES[scope]
-        _ident("key", key, pattern, rule, bad)
+        check_ident(bad, "key", key, pattern, rule)
     if kind is None:
         bad.append(FieldViolation("kind", "required: a LIMIT_KIND_*"))
     if scope is None or kind is None:
         return None
     return ScopeRef(scope, key), kind
-
-
-def _ident(field: str, value: str, pattern: Any, rule: str, bad: list[FieldViolation]) -> None:
-    if not value:
-        bad.append(FieldViolation(field, "required"))
-    elif len(value) > 64 or pattern.fullmatch(value) is None:
-        bad.append(FieldViolation(field, rule))
-
-
-def _change_meta(reason: str, actor: str, bad: list[FieldViolation]) -> None:
-    for name, value in (("reason", reason), ("actor", actor)):
-        if not value.strip():
-            bad.append(FieldViolation(name, "required: say why and who"))
-        elif len(value) > MAX_TEXT:
-            bad.append(FieldViolation(name, f"at most {MAX_TEXT} characters"))
-
-
-def _ttl(request: apb.SetLimitRequest, bad: list[FieldViolation]) -> int:
-    if not request.HasField("ttl"):
-        return 0
-    ttl_ms = request.ttl.seconds * 1000 + request.ttl.nanos // 1_000_000
-    if ttl_ms <= 0 or request.ttl.nanos < 0:
-        bad.append(FieldViolation("ttl", "must be positive"))
-    elif ttl_ms > MAX_TTL_MS:
-        bad.append(FieldViolation("ttl", "must be at most 366 days"))
-    return ttl_ms
 
 
 def _override(ref: ScopeRef, kind: LimitKind, record: LimitRecord) -> apb.LimitOverride:

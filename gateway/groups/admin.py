@@ -21,6 +21,7 @@ from grpc import aio
 
 from gateway._generated.pretrade.v1 import admin_pb2 as apb
 from gateway.counters.keys import group_subject
+from gateway.fields import check_change_meta, check_ident, check_ttl, ttl_not_for
 from gateway.groups.tables import GROUP_RE, GROUP_RULE, MAX_GROUP_MEMBERS
 from gateway.model import AccountState, FlagKind, StateRecord
 from gateway.ops_records import OpsRecord
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.admin")
 
 Context = aio.ServicerContext[Any, Any]
-MAX_TEXT = 256
-MAX_TTL_MS = 366 * 24 * 3600 * 1000
 MAX_LINK = MAX_GROUP_MEMBERS
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -53,15 +52,15 @@ class GroupAdmin:
     ) -> apb.LinkAccountsResponse:
         bad: list[FieldViolation] = []
         if request.group_id:
-            _ident("group_id", request.group_id, GROUP_RE, GROUP_RULE, bad)
+            check_ident(bad, "group_id", request.group_id, GROUP_RE, GROUP_RULE)
         accounts = list(dict.fromkeys(request.account_ids))
         if not accounts:
             bad.append(FieldViolation("account_ids", "required: the accounts to link"))
         elif len(accounts) > MAX_LINK:
             bad.append(FieldViolation("account_ids", f"at most {MAX_LINK} per call"))
         for index, account in enumerate(accounts):
-            _ident(f"account_ids[{index}]", account, ACCOUNT_RE, ACCOUNT_RULE, bad)
-        _change_meta(request.reason, request.actor, bad)
+            check_ident(bad, f"account_ids[{index}]", account, ACCOUNT_RE, ACCOUNT_RULE)
+        check_change_meta(bad, request.reason, request.actor)
         await _abort_if(context, bad)
 
         groups = self._keeper.snapshot.groups
@@ -136,8 +135,8 @@ class GroupAdmin:
         self, request: apb.UnlinkAccountRequest, context: Context
     ) -> apb.UnlinkAccountResponse:
         bad: list[FieldViolation] = []
-        _ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE, bad)
-        _change_meta(request.reason, request.actor, bad)
+        check_ident(bad, "account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
+        check_change_meta(bad, request.reason, request.actor)
         await _abort_if(context, bad)
         snapshot = self._keeper.snapshot
         group_id = snapshot.groups.group_of(request.account_id)
@@ -175,9 +174,9 @@ class GroupAdmin:
         if target is None:
             bad.append(FieldViolation("target", "required: group_id or account_id"))
         elif target == "group_id":
-            _ident("group_id", request.group_id, GROUP_RE, GROUP_RULE, bad)
+            check_ident(bad, "group_id", request.group_id, GROUP_RE, GROUP_RULE)
         else:
-            _ident("account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE, bad)
+            check_ident(bad, "account_id", request.account_id, ACCOUNT_RE, ACCOUNT_RULE)
         await _abort_if(context, bad)
         groups = self._keeper.snapshot.groups
         if target == "account_id":
@@ -225,14 +224,14 @@ class GroupAdmin:
         bad: list[FieldViolation] = []
         if request.account_id:
             bad.append(FieldViolation("account_id", "give account_id or group_id, not both"))
-        _ident("group_id", request.group_id, GROUP_RE, GROUP_RULE, bad)
+        check_ident(bad, "group_id", request.group_id, GROUP_RE, GROUP_RULE)
         if request.state not in AccountState._value2member_map_:
             bad.append(
                 FieldViolation("state", "required: ACTIVE, REDUCE_ONLY, FROZEN or DEACTIVATED")
             )
-        _change_meta(request.reason, request.actor, bad)
+        check_change_meta(bad, request.reason, request.actor)
         clears = int(request.state) == AccountState.ACTIVE
-        ttl_ms = _ttl(request, clears, bad)
+        ttl_ms = check_ttl(bad, request, refused_because=ttl_not_for("ACTIVE", clears))
         await _abort_if(context, bad)
         keeper = self._keeper
         groups = keeper.snapshot.groups
@@ -341,34 +340,6 @@ def _new_group_id(taken: Iterable[str]) -> str:
 
 def _listing(accounts: dict[str, str]) -> str:
     return ", ".join(f"{a} ({g})" for a, g in sorted(accounts.items()))
-
-
-def _ident(field: str, value: str, pattern: Any, rule: str, bad: list[FieldViolation]) -> None:
-    if not value:
-        bad.append(FieldViolation(field, "required"))
-    elif len(value) > 64 or pattern.fullmatch(value) is None:
-        bad.append(FieldViolation(field, rule))
-
-
-def _change_meta(reason: str, actor: str, bad: list[FieldViolation]) -> None:
-    for name, value in (("reason", reason), ("actor", actor)):
-        if not value.strip():
-            bad.append(FieldViolation(name, "required: say why and who"))
-        elif len(value) > MAX_TEXT:
-            bad.append(FieldViolation(name, f"at most {MAX_TEXT} characters"))
-
-
-def _ttl(request: apb.SetAccountStateRequest, clears: bool, bad: list[FieldViolation]) -> int:
-    if not request.HasField("ttl"):
-        return 0
-    ttl_ms = request.ttl.seconds * 1000 + request.ttl.nanos // 1_000_000
-    if clears:
-        bad.append(FieldViolation("ttl", "a TTL only applies to a restriction, not to ACTIVE"))
-    elif ttl_ms <= 0 or request.ttl.nanos < 0:
-        bad.append(FieldViolation("ttl", "must be positive"))
-    elif ttl_ms > MAX_TTL_MS:
-        bad.append(FieldViolation("ttl", "must be at most 366 days"))
-    return ttl_ms
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp:
