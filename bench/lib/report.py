@@ -92,14 +92,20 @@ def evaluate_targets(doc: Doc) -> list[Target]:
     )
     accept = value(doc, "decision", "accept", "p50_us")
     evalsha = value(doc, "decision", "evalsha_trivial", "p50_us")
+    evalsha_py = value(doc, "decision", "evalsha_trivial_redis_py", "p50_us")
     ratio = accept / evalsha if accept is not None and evalsha else None
+    also = (
+        f"; {accept / evalsha_py:.2f}x redis-py's {evalsha_py:.1f} us"
+        if accept is not None and evalsha_py
+        else ""
+    )
     targets.append(
         _target(
             "Full decision p50 vs bare EVALSHA p50 (same client, same loop)",
             "<= 1.3x",
             ratio,
             lambda v: v <= 1.3,
-            f"{ratio:.2f}x ({accept:.1f} us vs {evalsha:.1f} us)" if ratio else "",
+            f"{ratio:.2f}x ({accept:.1f} us vs {evalsha:.1f} us{also})" if ratio else "",
             pending=no_counters,
         )
     )
@@ -127,7 +133,12 @@ def evaluate_targets(doc: Doc) -> list[Target]:
             added_ratio,
             lambda v: v <= 1.3,
             (
-                f"{added_ratio:.2f}x ({added:+.0f} us vs EVALSHA {evalsha:.0f} us)"
+                f"{added_ratio:.2f}x ({added:+.0f} us vs EVALSHA {evalsha:.0f} us"
+                + (
+                    f"; {added / evalsha_py:.2f}x redis-py's {evalsha_py:.0f} us)"
+                    if evalsha_py
+                    else ")"
+                )
                 if added_ratio is not None and added is not None and evalsha
                 else ""
             ),
