@@ -21,16 +21,25 @@ What a call touches:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.counters.keys import day_key, idempotency_key, order_record_key, rate_key
-from gateway.counters.limits import CounterPolicy, LimitKind, Scope, ScopeRef, format_duration
-from gateway.counters.resolve import EffectiveLimits
+from gateway.counters.limits import (
+    CounterPolicy,
+    LimitKind,
+    Scope,
+    ScopeRef,
+    Window,
+    format_duration,
+)
+from gateway.counters.resolve import EffectiveLimits, Sourced
 from gateway.decimals import format_decimal
 from gateway.model import Action
+from gateway.records import hot_record
 from gateway.reliability.idempotency import FREE_RETRIES
 from gateway.validation import OrderCall
 
@@ -73,7 +82,7 @@ class PlacementRecord:
     ttl_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record
 class CounterPlan:
     subject: str
     keys: tuple[str, ...]
@@ -223,17 +232,48 @@ def _windows(
     kind: LimitKind,
     only_if_large: bool = False,
 ) -> None:
-    for sourced in limits.rate(kind):
+    large = "L" if only_if_large else ""
+    for code, window_ms, bucketed, limit, window, check in _window_ops(limits.rate(kind), kind):
+        b.op(
+            code, b.key(_rate_key(subject, kind, window_ms, bucketed)), limit, window, large, check
+        )
+
+
+#: What every call with the same rate windows shares (everything but the subject's
+#: keys), by the windows tuple's identity: the tuples live as long as the resolver
+#: caches their limits, and the entry keeps its tuple so an id is never reused.
+_WindowOp = tuple[str, int, bool, str, str, Check]
+_WINDOW_OPS: dict[tuple[int, LimitKind], tuple[tuple[Sourced[Window], ...], list[_WindowOp]]] = {}
+_MEMO_MAX = 4096
+
+
+def _window_ops(windows: tuple[Sourced[Window], ...], kind: LimitKind) -> list[_WindowOp]:
+    found = _WINDOW_OPS.get((id(windows), kind))
+    if found is not None and found[0] is windows:
+        return found[1]
+    ops = []
+    for sourced in windows:
         window = sourced.value
         bucketed = window.limit > LOG_MAX
-        b.op(
-            "B" if bucketed else "W",
-            b.key(rate_key(subject, kind, window.window_ms, bucketed)),
-            str(window.limit),
-            str(window.window_ms),
-            "L" if only_if_large else "",
-            check=Check(kind, window.window_text, sourced.source),
+        ops.append(
+            (
+                "B" if bucketed else "W",
+                window.window_ms,
+                bucketed,
+                str(window.limit),
+                str(window.window_ms),
+                Check(kind, window.window_text, sourced.source),
+            )
         )
+    if len(_WINDOW_OPS) >= _MEMO_MAX:
+        _WINDOW_OPS.clear()
+    _WINDOW_OPS[(id(windows), kind)] = (windows, ops)
+    return ops
+
+
+@functools.lru_cache(maxsize=65_536)
+def _rate_key(subject: str, kind: LimitKind, window_ms: int, bucketed: bool) -> str:
+    return rate_key(subject, kind, window_ms, bucketed)
 
 
 def _daily_open(b: _Builder, subject: str, limits: EffectiveLimits) -> None:
