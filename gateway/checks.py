@@ -114,8 +114,9 @@ def _reduces(call: OrderCall) -> bool:
     return call.action is _PLACE and call.reduce_only
 
 
-#: Account refusals already built, by (reason, account, scope): a refused account is
-#: usually refused again and again (a bot retrying), and a Denial is never modified.
+#: Refusals already built, by (reason, account, scope) and (reason, symbol): a refused
+#: account is usually refused again and again (a bot retrying), and a Denial is never
+#: modified.
 _ACCOUNT_DENIALS: dict[tuple[Reason, str, str], Denial] = {}
 _ACCOUNT_DENIALS_MAX = 65_536
 
@@ -139,9 +140,18 @@ def _account_denial(
     return denial
 
 
+_SYMBOL_DENIALS: dict[tuple[Reason, str], Denial] = {}
+
+
 def _symbol_denial(reason: Reason, call: OrderCall, status: str, message: str) -> Denial:
-    return Denial(
-        reason,
-        f"{call.symbol}: {message}",
-        {"limit": "symbol_status", "symbol": call.symbol, "status": status},
-    )
+    key = (reason, call.symbol)
+    denial = _SYMBOL_DENIALS.get(key)
+    if denial is None:
+        if len(_SYMBOL_DENIALS) >= _ACCOUNT_DENIALS_MAX:
+            _SYMBOL_DENIALS.clear()
+        denial = _SYMBOL_DENIALS[key] = Denial(
+            reason,
+            f"{call.symbol}: {message}",
+            {"limit": "symbol_status", "symbol": call.symbol, "status": status},
+        )
+    return denial

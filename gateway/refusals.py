@@ -48,8 +48,24 @@ def to_status_proto(denial: Denial) -> status_pb2.Status:
 
 
 def to_grpc_status(denial: Denial) -> grpc.Status:
+    """The rich status of ``denial``. A flag refusal seen before (the checks hand out one
+    denial object per refused account and state, per halted symbol) is rendered once:
+    building and encoding the details costs more than deciding."""
+    found = _RENDERED.get(id(denial))
+    if found is not None and found[0] is denial:
+        return found[1]
     status: grpc.Status = rpc_status.to_status(to_status_proto(denial))
+    if denial.retry_after_ms is not None or denial.violations:
+        return status  # throttles and bad input: a new denial each time
+    if len(_RENDERED) >= _RENDERED_MAX:
+        _RENDERED.clear()
+    # The entry holds the denial itself, so its id is not reused while the entry lives.
+    _RENDERED[id(denial)] = (denial, status)
     return status
+
+
+_RENDERED: dict[int, tuple[Denial, grpc.Status]] = {}
+_RENDERED_MAX = 8_192
 
 
 def _pack(message: object) -> any_pb2.Any:
