@@ -111,16 +111,17 @@ local function bucket_sum(key, from, to)
   return sum, counts
 end
 
--- Live count and what eviction would drop: { count, n, lo, hi, stale }.
+-- Live count and what eviction would drop: { count, n, lo, hi, stale, here }
+-- (here: the current bucket's count, read along with n, lo and hi).
 local function bucket_state(key, window_ms)
   local g, k, cur = geometry(window_ms)
-  local meta = redis.call('HMGET', key, 'n', 'lo', 'hi')
+  local meta = redis.call('HMGET', key, 'n', 'lo', 'hi', 'b' .. int(cur))
   local n = tonumber(meta[1]) or 0
   if n == 0 then return { count = 0, n = 0 } end
-  local lo, hi = tonumber(meta[2]), tonumber(meta[3])
+  local lo, hi, here = tonumber(meta[2]), tonumber(meta[3]), tonumber(meta[4]) or 0
   local first_live = cur - k
   if hi < first_live then return { count = 0, n = 0, all_stale = true } end
-  if lo >= first_live then return { count = n, n = n, lo = lo, hi = hi } end
+  if lo >= first_live then return { count = n, n = n, lo = lo, hi = hi, here = here } end
   local stale_to = first_live - 1
   if stale_to - lo > 4 * BUCKETS then
     -- Only after the clock went backwards: recount from the stored fields.
@@ -135,7 +136,7 @@ local function bucket_state(key, window_ms)
     return { count = live, n = n, lo = lo, hi = hi, recount = true }
   end
   local stale = bucket_sum(key, lo, stale_to)
-  return { count = n - stale, n = n, lo = lo, hi = hi, stale = stale }
+  return { count = n - stale, n = n, lo = lo, hi = hi, stale = stale, here = here }
 end
 
 local function bucket_delay(key, limit, window_ms, state)
@@ -154,9 +155,13 @@ local function bucket_delay(key, limit, window_ms, state)
   return (state.hi + k + 1) * g - now_ms
 end
 
+-- The hash expires a bucket and a second after its newest bucket (hi) leaves
+-- the window (at hi + k + 1 buckets), so its TTL changes only when hi does or
+-- the hash is new: most calls write the current bucket and n in one HSET.
 local function bucket_add(key, window_ms, state)
   local g, k, cur = geometry(window_ms)
   local n, lo, hi = state.n, state.lo, state.hi
+  local field = 'b' .. int(cur)
   if n == 0 or state.recount then
     if state.recount then
       -- Rare: rebuild from the live fields.
@@ -178,18 +183,28 @@ local function bucket_add(key, window_ms, state)
       redis.call('DEL', key)
       lo, hi = cur, cur
     end
-  elseif lo < cur - k then
+    redis.call('HINCRBY', key, field, 1)
+    redis.call('HSET', key, 'n', n + 1, 'lo', int(math.min(lo, cur)), 'hi', int(math.max(hi, cur)))
+    redis.call('PEXPIRE', key, (math.max(hi, cur) + k + 2) * g + 1000 - now_ms)
+    return
+  end
+  local old_lo = lo
+  if lo < cur - k then
     local fields = {}
     for b = lo, cur - k - 1 do fields[#fields + 1] = 'b' .. int(b) end
     redis.call('HDEL', key, unpack(fields))
     n = n - state.stale
     lo = cur - k
   end
-  redis.call('HINCRBY', key, 'b' .. int(cur), 1)
   lo = math.min(lo, cur)
-  hi = math.max(hi, cur)
-  redis.call('HSET', key, 'n', n + 1, 'lo', int(lo), 'hi', int(hi))
-  redis.call('PEXPIRE', key, (k + 2) * g + 1000)
+  if cur > hi then
+    redis.call('HSET', key, field, state.here + 1, 'n', n + 1, 'lo', int(lo), 'hi', int(cur))
+    redis.call('PEXPIRE', key, (cur + k + 2) * g + 1000 - now_ms)
+  elseif lo ~= old_lo then
+    redis.call('HSET', key, field, state.here + 1, 'n', n + 1, 'lo', int(lo))
+  else
+    redis.call('HSET', key, field, state.here + 1, 'n', n + 1)
+  end
 end
 
 -- ---------------------------------------------------------------------------
