@@ -210,29 +210,42 @@ end
 -- ---------------------------------------------------------------------------
 -- day hash: field "day" holds the day the other fields count
 
+-- Fields a and b (b may be nil) of a day hash, 0 unless it counts today; the
+-- first read of a key reads "day" along with them.
 local day_current = {}
-local function day_get(key, field)
-  local current = day_current[key]
+local function day_get(key, a, b)
+  local current, got = day_current[key], nil
   if current == nil then
-    current = tonumber(redis.call('HGET', key, 'day')) == day
+    if b then got = redis.call('HMGET', key, 'day', a, b)
+    else got = redis.call('HMGET', key, 'day', a) end
+    current = tonumber(got[1]) == day
     day_current[key] = current
+    got[1], got[2] = got[2], got[3]
+  elseif current then
+    if b then got = redis.call('HMGET', key, a, b)
+    else got = redis.call('HMGET', key, a) end
   end
-  if not current then return 0 end
-  return tonumber(redis.call('HGET', key, field)) or 0
+  if not current then return 0, 0 end
+  return tonumber(got[1]) or 0, tonumber(got[2]) or 0
 end
 
-local day_reset = {}
+-- On accept: a day hash is made today's (once), counted, and given its TTL
+-- once per call.
+local day_ready = {}
 local function day_incr(key, field)
-  if not day_current[key] and not day_reset[key] then
-    if tonumber(redis.call('HGET', key, 'day')) ~= day then
+  local first = not day_ready[key]
+  if first then
+    local current = day_current[key]
+    if current == nil then current = tonumber(redis.call('HGET', key, 'day')) == day end
+    if not current then
       redis.call('DEL', key)
       redis.call('HSET', key, 'day', int(day))
     end
-    day_reset[key] = true
+    day_ready[key] = true
   end
   redis.call('HINCRBY', key, field, 1)
   -- Relative, so a pinned clock (tests) expires keys like the real one.
-  redis.call('PEXPIRE', key, int(day_end_ms + HOUR_MS - now_ms))
+  if first then redis.call('PEXPIRE', key, int(day_end_ms + HOUR_MS - now_ms)) end
 end
 
 -- ---------------------------------------------------------------------------
@@ -269,7 +282,7 @@ if mode ~= 'peek' then
 end
 
 local checks = {}   -- { op index, count, limit, delay, failed }
-local states = {}   -- op index -> window state (for phase 2)
+local states = {}   -- op index -> window state, or a D op's count (for phase 2)
 local failed = false
 
 for i, op in ipairs(ops) do
@@ -308,11 +321,12 @@ for i, op in ipairs(ops) do
     local limit = tonumber(op[3])
     local count = day_get(key, op[4])
     local bad = count + 1 > limit
+    states[i] = count
     checks[#checks + 1] = { i, count, limit, bad and (day_end_ms - now_ms) or 0, bad }
     failed = failed or bad
   elseif name == 'R' then
     local min_orders, num, den = tonumber(op[3]), tonumber(op[4]), tonumber(op[5])
-    local orders, cancels = day_get(key, 'orders'), day_get(key, 'cancels')
+    local orders, cancels = day_get(key, 'orders', 'cancels')
     local bad = orders >= min_orders and (cancels + 1) * den > num * orders
     checks[#checks + 1] = { i, cancels, orders, bad and (day_end_ms - now_ms) or 0, bad }
     failed = failed or bad
@@ -351,9 +365,8 @@ for i, op in ipairs(ops) do
     out[#out + 1] = i; out[#out + 1] = limit - state.count - 1
   elseif name == 'D' then
     local limit = tonumber(op[3])
-    local count = day_get(key, op[4])
     day_incr(key, op[4])
-    out[#out + 1] = i; out[#out + 1] = limit - count - 1
+    out[#out + 1] = i; out[#out + 1] = limit - states[i] - 1
   elseif name == 'T' then
     day_incr(key, op[3])
   elseif name == 'S' then
