@@ -244,6 +244,21 @@ async def test_all_keys_of_a_call_share_one_slot_and_expire(harness: Harness) ->
         assert await harness.redis.pttl(key) > 0, key
 
 
+async def test_a_window_some_symbols_add_counts_only_their_calls(harness: Harness) -> None:
+    """``1/1m`` on ETH-USDT only: BTC-USDT orders neither count in it nor trim it."""
+    eth = ScopeRef(Scope.SYMBOL, "ETH-USDT")
+    harness.set_limits({DEFAULT_SCOPE: {"order_rate": "2/10s"}, eth: {"order_rate": "1/1m"}})
+    admitted(await harness.place(symbol="BTC-USDT"))
+    admitted(await harness.place(symbol="BTC-USDT"))
+    harness.clock.advance_ms(10_000)
+    admitted(await harness.place(symbol="ETH-USDT"))  # the BTC orders are not in 1m
+    harness.clock.advance_ms(15_000)
+    admitted(await harness.place(symbol="BTC-USDT"))  # 10 s only: the ETH order stays in 1m
+    harness.clock.advance_ms(5_000)
+    refusal = denied(await harness.place(symbol="ETH-USDT"))
+    assert refusal.metadata["window"] == "1m" and refusal.retry_after_ms == 40_000
+
+
 async def test_a_bucketed_window_sets_its_ttl_when_a_newer_bucket_starts(harness: Harness) -> None:
     """Its hash outlives its newest bucket by a bucket and a second; later calls in that
     bucket leave the TTL alone (here a planted one, longer than any the script sets)."""
