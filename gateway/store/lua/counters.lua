@@ -44,315 +44,298 @@ local BUCKETS = 500
 local DAY_MS = 86400000
 local HOUR_MS = 3600000
 
-local function int(n) return string.format('%.0f', n) end
+-- Cost: besides its redis.call()s, a call costs mostly what it allocates
+-- (every table and function made here is garbage after the call) and every
+-- number it prints. So the script defines no functions, makes no table per op
+-- and passes numbers to redis.call as numbers: Redis prints them exactly
+-- (%.17g) below 2^53, microsecond times included. Lua's own tostring (%.14g)
+-- is exact below 10^14: enough for bucket numbers and milliseconds.
+local call, tonumber, floor, ceil, sub = redis.call, tonumber, math.floor, math.ceil, string.sub
 
 local now_us
 if ARGV[2] ~= '' then
   now_us = tonumber(ARGV[2])
 else
-  local t = redis.call('TIME')
+  local t = call('TIME')
   now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local now_ms = math.floor(now_us / 1000)
-local mode = ARGV[1]
+local now_ms = floor(now_us / 1000)
+local peek = ARGV[1] == 'peek'
 local nonce = ARGV[3]
 local day_start = tonumber(ARGV[4])
-local day = math.floor((now_ms - day_start) / DAY_MS)
+local day = floor((now_ms - day_start) / DAY_MS)
 local day_end_ms = (day + 1) * DAY_MS + day_start
+local last = #ARGV
 
--- ---------------------------------------------------------------------------
--- sliding log
+-- Op j is ARGV[i .. i + 4] with i = 5 * j: name, key index, a, b, c.
 
-local function log_count(key, window_ms)
-  return redis.call('ZCOUNT', key, '(' .. int(now_us - window_ms * 1000), '+inf')
-end
-
-local function log_delay(key, limit, window_ms, count)
-  -- The (count - limit + 1) oldest live entries must leave; the last of them
-  -- is at rank count - limit. An entry at t counts while t > now - window:
-  -- it leaves at now = t + window.
-  local window_us = window_ms * 1000
-  local entry = redis.call('ZRANGEBYSCORE', key, '(' .. int(now_us - window_us), '+inf',
-    'WITHSCORES', 'LIMIT', count - limit, 1)
-  local delay_us = tonumber(entry[2]) + window_us - now_us
-  return math.ceil(delay_us / 1000)
-end
-
-local function log_add(key, window_ms)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now_us - window_ms * 1000))
-  redis.call('ZADD', key, int(now_us), nonce)
-  redis.call('PEXPIRE', key, window_ms + 1000)
-end
-
--- ---------------------------------------------------------------------------
--- bucketed window: hash fields n (total), lo, hi (stored bucket range), b<i>
-
-local function geometry(window_ms)
-  local g = math.ceil(window_ms / BUCKETS)
-  local k = math.ceil(window_ms / g)
-  return g, k, math.floor(now_ms / g)
-end
-
--- Sum of the stored buckets in [from, to] (a range of at most about BUCKETS).
-local function bucket_sum(key, from, to)
-  if to < from then return 0, {} end
-  local fields = {}
-  for b = from, to do fields[#fields + 1] = 'b' .. int(b) end
-  local counts = redis.call('HMGET', key, unpack(fields))
-  local sum = 0
-  for i = 1, #counts do
-    if counts[i] then
-      counts[i] = tonumber(counts[i])
-      sum = sum + counts[i]
-    else
-      counts[i] = 0
-    end
-  end
-  return sum, counts
-end
-
--- Live count and what eviction would drop: { count, n, lo, hi, stale }.
-local function bucket_state(key, window_ms)
-  local g, k, cur = geometry(window_ms)
-  local meta = redis.call('HMGET', key, 'n', 'lo', 'hi')
-  local n = tonumber(meta[1]) or 0
-  if n == 0 then return { count = 0, n = 0 } end
-  local lo, hi = tonumber(meta[2]), tonumber(meta[3])
-  local first_live = cur - k
-  if hi < first_live then return { count = 0, n = 0, all_stale = true } end
-  if lo >= first_live then return { count = n, n = n, lo = lo, hi = hi } end
-  local stale_to = first_live - 1
-  if stale_to - lo > 4 * BUCKETS then
-    -- Only after the clock went backwards: recount from the stored fields.
-    local all = redis.call('HGETALL', key)
-    local live = 0
-    for i = 1, #all, 2 do
-      local name = all[i]
-      if string.sub(name, 1, 1) == 'b' and tonumber(string.sub(name, 2)) >= first_live then
-        live = live + tonumber(all[i + 1])
+-- A retry of an admitted place (see gateway/reliability/idempotency.py) is
+-- let through uncounted, before anything else is read.
+if not peek then
+  for i = 5, last, 5 do
+    if ARGV[i] == 'I' then
+      local key = KEYS[tonumber(ARGV[i + 1])]
+      local used = tonumber(call('GET', key))
+      if used and used < tonumber(ARGV[i + 3]) then
+        call('SET', key, used + 1, 'KEEPTTL')
+        return { 3, now_us, i / 5, used + 1 }
       end
     end
-    return { count = live, n = n, lo = lo, hi = hi, recount = true }
   end
-  local stale = bucket_sum(key, lo, stale_to)
-  return { count = n - stale, n = n, lo = lo, hi = hi, stale = stale }
-end
-
-local function bucket_delay(key, limit, window_ms, state)
-  local g, k, cur = geometry(window_ms)
-  local from = math.max(state.lo, cur - k)
-  local _, counts = bucket_sum(key, from, state.hi)
-  local need = state.count - limit + 1
-  local freed = 0
-  for i = 1, #counts do
-    freed = freed + counts[i]
-    if freed >= need then
-      local b = from + i - 1
-      return (b + k + 1) * g - now_ms
-    end
-  end
-  return (state.hi + k + 1) * g - now_ms
-end
-
-local function bucket_add(key, window_ms, state)
-  local g, k, cur = geometry(window_ms)
-  local n, lo, hi = state.n, state.lo, state.hi
-  if n == 0 or state.recount then
-    if state.recount then
-      -- Rare: rebuild from the live fields.
-      local all = redis.call('HGETALL', key)
-      redis.call('DEL', key)
-      n, lo, hi = 0, cur, cur
-      for i = 1, #all, 2 do
-        local name = all[i]
-        if string.sub(name, 1, 1) == 'b' then
-          local b = tonumber(string.sub(name, 2))
-          if b >= cur - k then
-            redis.call('HSET', key, name, all[i + 1])
-            n = n + tonumber(all[i + 1])
-            lo, hi = math.min(lo, b), math.max(hi, b)
-          end
-        end
-      end
-    else
-      redis.call('DEL', key)
-      lo, hi = cur, cur
-    end
-  elseif lo < cur - k then
-    local fields = {}
-    for b = lo, cur - k - 1 do fields[#fields + 1] = 'b' .. int(b) end
-    redis.call('HDEL', key, unpack(fields))
-    n = n - state.stale
-    lo = cur - k
-  end
-  redis.call('HINCRBY', key, 'b' .. int(cur), 1)
-  lo = math.min(lo, cur)
-  hi = math.max(hi, cur)
-  redis.call('HSET', key, 'n', n + 1, 'lo', int(lo), 'hi', int(hi))
-  redis.call('PEXPIRE', key, (k + 2) * g + 1000)
-end
-
--- ---------------------------------------------------------------------------
--- day hash: field "day" holds the day the other fields count
-
-local day_current = {}
-local function day_get(key, field)
-  local current = day_current[key]
-  if current == nil then
-    current = tonumber(redis.call('HGET', key, 'day')) == day
-    day_current[key] = current
-  end
-  if not current then return 0 end
-  return tonumber(redis.call('HGET', key, field)) or 0
-end
-
-local day_reset = {}
-local function day_incr(key, field)
-  if not day_current[key] and not day_reset[key] then
-    if tonumber(redis.call('HGET', key, 'day')) ~= day then
-      redis.call('DEL', key)
-      redis.call('HSET', key, 'day', int(day))
-    end
-    day_reset[key] = true
-  end
-  redis.call('HINCRBY', key, field, 1)
-  -- Relative, so a pinned clock (tests) expires keys like the real one.
-  redis.call('PEXPIRE', key, int(day_end_ms + HOUR_MS - now_ms))
 end
 
 -- ---------------------------------------------------------------------------
 -- phase 1: decide (reads only)
+--
+-- Sliding log (W): a sorted set of admission times in microseconds; an entry
+-- at t counts while t > now - window, i.e. from now - window + 1 on.
+-- Bucketed window (B): a hash of n (total), lo, hi (the stored bucket range)
+-- and b<i> (bucket i's count), buckets of g ms, k of them per window.
+-- Day hash (D, R, T): field "day" holds the day the other fields count.
 
-local rec_ms, rec_large = nil, false
-local function read_record(index)
-  if index == 0 then return false end
-  local value = redis.call('GET', KEYS[index])
-  if not value then return false end
-  local sep = string.find(value, '|', 1, true)
-  rec_ms = tonumber(string.sub(value, 1, sep - 1))
-  rec_large = string.sub(value, sep + 1) == '1'
-  return true
-end
-
-local ops = {}
-for i = 5, #ARGV, 5 do
-  ops[#ops + 1] = { ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4] }
-end
-
--- A retry of an admitted place (see gateway/reliability/idempotency.py) is
--- let through uncounted, before anything else is read.
-if mode ~= 'peek' then
-  for i, op in ipairs(ops) do
-    if op[1] == 'I' then
-      local used = tonumber(redis.call('GET', KEYS[op[2]]))
-      if used and used < tonumber(op[4]) then
-        redis.call('SET', KEYS[op[2]], int(used + 1), 'KEEPTTL')
-        return { 3, int(now_us), i, int(used + 1) }
-      end
-    end
-  end
-end
-
-local checks = {}   -- { op index, count, limit, delay, failed }
-local states = {}   -- op index -> window state (for phase 2)
+local res, r = { 1, now_us, false, false, false, false, false, false }, 2  -- accepted: j, remaining
+local rep           -- refused or peek: j, count, limit, delay
 local failed = false
+local todo, x = nil, 0  -- what phase 2 needs of each checked B op, in op order (made on first need)
+local rec_ms, rec_large = nil, false
+local day_current   -- day key -> whether it holds today's counts (made on first need)
 
-for i, op in ipairs(ops) do
-  local name, key = op[1], KEYS[op[2]]
-  if name == 'O' then
-    if not read_record(tonumber(op[3])) then read_record(tonumber(op[4])) end
-  elseif name == 'M' then
-    local min_ms = tonumber(op[3])
-    if rec_ms and rec_ms > 0 then
-      local age = now_ms - rec_ms
-      local bad = age < min_ms
-      checks[#checks + 1] = { i, age, min_ms, bad and (rec_ms + min_ms - now_ms) or 0, bad }
-      failed = failed or bad
-    end
-  elseif name == 'W' or name == 'B' then
-    if op[5] ~= 'L' or rec_large then
-      local limit, window_ms = tonumber(op[3]), tonumber(op[4])
-      local count, delay, state
+for i = 5, last, 5 do
+  local j, name = i / 5, ARGV[i]
+  local count, limit, bad, delay  -- set when the op checks something
+  if name == 'W' or name == 'B' then
+    if ARGV[i + 4] ~= 'L' or rec_large then
+      local key, window_ms = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 3])
+      limit = tonumber(ARGV[i + 2])
       if name == 'W' then
-        count = log_count(key, window_ms)
-        state = { log = true, count = count }
+        local from = now_us - window_ms * 1000 + 1
+        count = call('ZCOUNT', key, from, '+inf')
+        bad = count >= limit
+        if bad then
+          -- The (count - limit + 1) oldest live entries must leave; the last of
+          -- them is at rank count - limit. An entry at t leaves at t + window.
+          local entry = call('ZRANGEBYSCORE', key, from, '+inf', 'WITHSCORES', 'LIMIT',
+            count - limit, 1)
+          delay = ceil((tonumber(entry[2]) + window_ms * 1000 - now_us) / 1000)
+        end
       else
-        state = bucket_state(key, window_ms)
-        count = state.count
+        local g = ceil(window_ms / BUCKETS)
+        local k = ceil(window_ms / g)
+        local cur = floor(now_ms / g)
+        local first_live = cur - k
+        local field = 'b' .. cur
+        local meta = call('HMGET', key, 'n', 'lo', 'hi', field)
+        local n, lo, hi = tonumber(meta[1]) or 0, tonumber(meta[2]), tonumber(meta[3])
+        local stale, recount = 0, false
+        if n == 0 or hi < first_live then
+          n, count = 0, 0  -- nothing live: start afresh
+        elseif lo >= first_live then
+          count = n
+        elseif first_live - 1 - lo > 4 * BUCKETS then
+          -- Only after the clock went backwards: recount from the stored fields.
+          local all = call('HGETALL', key)
+          count, recount = 0, true
+          for a = 1, #all, 2 do
+            local f = all[a]
+            if sub(f, 1, 1) == 'b' and tonumber(sub(f, 2)) >= first_live then
+              count = count + tonumber(all[a + 1])
+            end
+          end
+        else
+          local fields = {}
+          for b = lo, first_live - 1 do fields[#fields + 1] = 'b' .. b end
+          local got = call('HMGET', key, unpack(fields))
+          for a = 1, #got do stale = stale + (tonumber(got[a]) or 0) end
+          count = n - stale
+        end
+        bad = count >= limit
+        if bad then
+          -- Leaves as whole buckets: the oldest live ones, until enough are freed.
+          local from = math.max(lo, first_live)
+          delay = (hi + k + 1) * g - now_ms
+          if hi >= from then
+            local fields = {}
+            for b = from, hi do fields[#fields + 1] = 'b' .. b end
+            local got = call('HMGET', key, unpack(fields))
+            local need, freed = count - limit + 1, 0
+            for a = 1, #got do
+              freed = freed + (tonumber(got[a]) or 0)
+              if freed >= need then
+                delay = (from + a + k) * g - now_ms  -- bucket from + a - 1 leaves
+                break
+              end
+            end
+          end
+        end
+        todo = todo or { false, false, false, false, false, false, false }
+        todo[x + 1], todo[x + 2], todo[x + 3], todo[x + 4] = n, lo, hi, tonumber(meta[4]) or 0
+        todo[x + 5], todo[x + 6], todo[x + 7] = stale, recount, field
+        x = x + 7
       end
-      local bad = count + 1 > limit
-      if bad then
-        if state.log then delay = log_delay(key, limit, window_ms, count)
-        else delay = bucket_delay(key, limit, window_ms, state) end
-      end
-      states[i] = state
-      checks[#checks + 1] = { i, count, limit, delay or 0, bad }
-      failed = failed or bad
     end
-  elseif name == 'D' then
-    local limit = tonumber(op[3])
-    local count = day_get(key, op[4])
-    local bad = count + 1 > limit
-    checks[#checks + 1] = { i, count, limit, bad and (day_end_ms - now_ms) or 0, bad }
-    failed = failed or bad
-  elseif name == 'R' then
-    local min_orders, num, den = tonumber(op[3]), tonumber(op[4]), tonumber(op[5])
-    local orders, cancels = day_get(key, 'orders'), day_get(key, 'cancels')
-    local bad = orders >= min_orders and (cancels + 1) * den > num * orders
-    checks[#checks + 1] = { i, cancels, orders, bad and (day_end_ms - now_ms) or 0, bad }
-    failed = failed or bad
+  elseif name == 'O' then
+    -- What is remembered of the order: by order id, else by client order id.
+    for a = i + 2, i + 3 do
+      local index = tonumber(ARGV[a])
+      local value = index ~= 0 and call('GET', KEYS[index])
+      if value then
+        local sep = string.find(value, '|', 1, true)
+        rec_ms = tonumber(sub(value, 1, sep - 1))
+        rec_large = sub(value, sep + 1) == '1'
+        break
+      end
+    end
+  elseif name == 'M' then
+    if rec_ms and rec_ms > 0 then
+      count, limit = now_ms - rec_ms, tonumber(ARGV[i + 2])
+      bad = count < limit
+      delay = rec_ms + limit - now_ms
+    end
+  elseif name == 'D' or name == 'R' then
+    -- The day's fields count only if "day" is today's; read with the first of them.
+    local key = KEYS[tonumber(ARGV[i + 1])]
+    day_current = day_current or {}
+    local current, got = day_current[key], nil
+    if current == nil then
+      if name == 'D' then got = call('HMGET', key, 'day', ARGV[i + 3])
+      else got = call('HMGET', key, 'day', 'orders', 'cancels') end
+      current = tonumber(got[1]) == day
+      day_current[key] = current
+      got[1], got[2] = got[2], got[3]
+    elseif current then
+      if name == 'D' then got = call('HMGET', key, ARGV[i + 3])
+      else got = call('HMGET', key, 'orders', 'cancels') end
+    end
+    if name == 'D' then
+      count, limit = current and tonumber(got[1]) or 0, tonumber(ARGV[i + 2])
+      bad = count >= limit
+    else
+      local orders, cancels = current and tonumber(got[1]) or 0, current and tonumber(got[2]) or 0
+      local num, den = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+      count, limit = cancels, orders
+      bad = orders >= tonumber(ARGV[i + 2]) and (cancels + 1) * den > num * orders
+    end
+    delay = day_end_ms - now_ms
+  end
+  if count then
+    if bad then failed = true end
+    if bad or peek then
+      rep = rep or { 0, now_us }
+      local o = #rep
+      rep[o + 1], rep[o + 2], rep[o + 3], rep[o + 4] = j, count, limit, bad and delay or 0
+    end
+    if name == 'W' or name == 'B' or name == 'D' then
+      res[r + 1], res[r + 2] = j, limit - count - 1
+      r = r + 2
+    end
   end
 end
 
-local out
-if mode == 'peek' then
-  out = { 2, int(now_us) }
-  for _, c in ipairs(checks) do
-    out[#out + 1] = c[1]; out[#out + 1] = c[2]; out[#out + 1] = c[3]; out[#out + 1] = c[4]
-  end
-  return out
+if peek then
+  rep = rep or { 0, now_us }
+  rep[1] = 2
+  return rep
 end
-
-if failed then
-  out = { 0, int(now_us) }
-  for _, c in ipairs(checks) do
-    if c[5] then
-      out[#out + 1] = c[1]; out[#out + 1] = c[2]; out[#out + 1] = c[3]; out[#out + 1] = c[4]
-    end
-  end
-  return out
-end
+if failed then return rep end
 
 -- ---------------------------------------------------------------------------
 -- phase 2: consume (every check passed)
 
-out = { 1, int(now_us) }
-for i, op in ipairs(ops) do
-  local name, key = op[1], KEYS[op[2]]
-  if (name == 'W' or name == 'B') and states[i] then
-    local limit, window_ms = tonumber(op[3]), tonumber(op[4])
-    local state = states[i]
-    if state.log then log_add(key, window_ms) else bucket_add(key, window_ms, state) end
-    out[#out + 1] = i; out[#out + 1] = limit - state.count - 1
-  elseif name == 'D' then
-    local limit = tonumber(op[3])
-    local count = day_get(key, op[4])
-    day_incr(key, op[4])
-    out[#out + 1] = i; out[#out + 1] = limit - count - 1
-  elseif name == 'T' then
-    day_incr(key, op[3])
+local day_ready   -- day key -> already made current and given its TTL in this call
+local c = 3       -- res[c]: the next op checked in phase 1 among W, B and D
+x = 0
+for i = 5, last, 5 do
+  local j, name = i / 5, ARGV[i]
+  local key = KEYS[tonumber(ARGV[i + 1])]
+  local checked = res[c] == j
+  if checked then c = c + 2 end
+  if name == 'W' or name == 'B' then
+    if checked then
+      local window_ms = tonumber(ARGV[i + 3])
+      if name == 'W' then
+        call('ZREMRANGEBYSCORE', key, '-inf', now_us - window_ms * 1000)
+        call('ZADD', key, now_us, nonce)
+        call('PEXPIRE', key, window_ms + 1000)
+      else
+        local g = ceil(window_ms / BUCKETS)
+        local k = ceil(window_ms / g)
+        local cur = floor(now_ms / g)
+        local first_live = cur - k
+        local n, lo, hi, here = todo[x + 1], todo[x + 2], todo[x + 3], todo[x + 4]
+        local stale, recount, field = todo[x + 5], todo[x + 6], todo[x + 7]
+        x = x + 7
+        if n == 0 or recount then
+          local all = recount and call('HGETALL', key)
+          call('DEL', key)
+          n, lo, hi, here = 0, cur, cur, 0
+          if recount then
+            -- Rare: keep the live fields only.
+            for a = 1, #all, 2 do
+              local f = all[a]
+              if sub(f, 1, 1) == 'b' then
+                local b = tonumber(sub(f, 2))
+                if b >= first_live then
+                  local c = tonumber(all[a + 1])
+                  if b == cur then here = c else call('HSET', key, f, c) end
+                  n = n + c
+                  lo, hi = math.min(lo, b), math.max(hi, b)
+                end
+              end
+            end
+          end
+          call('HSET', key, field, here + 1, 'n', n + 1, 'lo', lo, 'hi', hi)
+          call('PEXPIRE', key, (hi + k + 2) * g + 1000 - now_ms)
+        else
+          local old_lo = lo
+          if lo < first_live then
+            local fields = {}
+            for b = lo, first_live - 1 do fields[#fields + 1] = 'b' .. b end
+            call('HDEL', key, unpack(fields))
+            n, lo = n - stale, first_live
+          end
+          if cur < lo then lo = cur end
+          if cur > hi then
+            -- The hash expires a bucket and a second after its newest bucket (hi)
+            -- leaves the window, at hi + k + 1 buckets: so its TTL changes only
+            -- when hi does (or the hash is new).
+            call('HSET', key, field, here + 1, 'n', n + 1, 'lo', lo, 'hi', cur)
+            call('PEXPIRE', key, (cur + k + 2) * g + 1000 - now_ms)
+          elseif lo ~= old_lo then
+            call('HSET', key, field, here + 1, 'n', n + 1, 'lo', lo)
+          else
+            call('HSET', key, field, here + 1, 'n', n + 1)
+          end
+        end
+      end
+    end
+  elseif name == 'D' or name == 'T' then
+    day_ready = day_ready or {}
+    local first = not day_ready[key]
+    if first then
+      local current = day_current and day_current[key]
+      if current == nil then current = tonumber(call('HGET', key, 'day')) == day end
+      if not current then
+        call('DEL', key)
+        call('HSET', key, 'day', day)
+      end
+      day_ready[key] = true
+    end
+    call('HINCRBY', key, name == 'D' and ARGV[i + 3] or ARGV[i + 2], 1)
+    -- Relative, so a pinned clock (tests) expires keys like the real one.
+    if first then call('PEXPIRE', key, day_end_ms + HOUR_MS - now_ms) end
   elseif name == 'S' then
-    redis.call('SET', key, int(now_ms) .. '|' .. op[4], 'PX', op[3])
+    call('SET', key, now_ms .. '|' .. ARGV[i + 3], 'PX', ARGV[i + 2])
   elseif name == 'I' then
-    redis.call('SET', key, '0', 'PX', op[3])
+    call('SET', key, '0', 'PX', ARGV[i + 2])
   elseif name == 'U' then
-    local value = redis.call('GET', key)
+    local value = call('GET', key)
     if value then
       local sep = string.find(value, '|', 1, true)
-      redis.call('SET', key, string.sub(value, 1, sep - 1) .. '|' .. op[4], 'KEEPTTL')
-    elseif op[4] == '1' then
-      redis.call('SET', key, '0|1', 'PX', op[3])
+      call('SET', key, sub(value, 1, sep - 1) .. '|' .. ARGV[i + 3], 'KEEPTTL')
+    elseif ARGV[i + 3] == '1' then
+      call('SET', key, '0|1', 'PX', ARGV[i + 2])
     end
   end
 end
-return out
+res[r + 1] = nil  -- the reply ends at the first nil
+return res

@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from gateway.counters.gate import LIMIT_KEY, NAME_KEY, REMAINING_KEY, WINDOW_KEY, CounterGate
-from gateway.counters.limits import DEFAULT_SCOPE, CounterPolicy, Scope, ScopeRef
+from gateway.counters.keys import counting_subject, rate_key
+from gateway.counters.limits import DEFAULT_SCOPE, CounterPolicy, LimitKind, Scope, ScopeRef
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
 from gateway.model import Action
@@ -241,6 +242,39 @@ async def test_all_keys_of_a_call_share_one_slot_and_expire(harness: Harness) ->
     assert len({key_slot(key.encode()) for key in keys}) == 1
     for key in keys:
         assert await harness.redis.pttl(key) > 0, key
+
+
+async def test_a_window_some_symbols_add_counts_only_their_calls(harness: Harness) -> None:
+    """``1/1m`` on ETH-USDT only: BTC-USDT orders neither count in it nor trim it."""
+    eth = ScopeRef(Scope.SYMBOL, "ETH-USDT")
+    harness.set_limits({DEFAULT_SCOPE: {"order_rate": "2/10s"}, eth: {"order_rate": "1/1m"}})
+    admitted(await harness.place(symbol="BTC-USDT"))
+    admitted(await harness.place(symbol="BTC-USDT"))
+    harness.clock.advance_ms(10_000)
+    admitted(await harness.place(symbol="ETH-USDT"))  # the BTC orders are not in 1m
+    harness.clock.advance_ms(15_000)
+    admitted(await harness.place(symbol="BTC-USDT"))  # 10 s only: the ETH order stays in 1m
+    harness.clock.advance_ms(5_000)
+    refusal = denied(await harness.place(symbol="ETH-USDT"))
+    assert refusal.metadata["window"] == "1m" and refusal.retry_after_ms == 40_000
+
+
+async def test_a_bucketed_window_sets_its_ttl_when_a_newer_bucket_starts(harness: Harness) -> None:
+    """Its hash outlives its newest bucket by a bucket and a second; later calls in that
+    bucket leave the TTL alone (here a planted one, longer than any the script sets)."""
+    harness.set_limits({DEFAULT_SCOPE: {"order_rate": "2000/1d"}})
+    key = rate_key(counting_subject("alice"), LimitKind.ORDER_RATE, DAY_MS, bucketed=True)
+    g = DAY_MS // 500
+    harness.clock.now_us = EPOCH_US - EPOCH_US % (g * 1000)  # the start of a bucket
+    admitted(await harness.place())
+    assert 0 < await harness.redis.pttl(key) <= (500 + 2) * g + 1000
+    await harness.redis.pexpire(key, 10 * DAY_MS)
+    harness.clock.advance_ms(g - 1)  # the same bucket
+    admitted(await harness.place())
+    assert await harness.redis.pttl(key) > 2 * DAY_MS
+    harness.clock.advance_ms(1)  # the next one
+    admitted(await harness.place())
+    assert 0 < await harness.redis.pttl(key) <= (500 + 2) * g + 1000
 
 
 async def test_script_is_reloaded_after_a_flush(harness: Harness) -> None:
