@@ -61,10 +61,11 @@ class RefusalLog:
     Below ``info`` the whole sink costs one comparison.
     """
 
-    __slots__ = ("_budget", "_second", "_suppressed", "per_second")
+    __slots__ = ("_budget", "_log", "_second", "_suppressed", "per_second")
 
-    def __init__(self, per_second: int = 100) -> None:
+    def __init__(self, per_second: int = 100, logger: Any = None) -> None:
         self.per_second = per_second
+        self._log = logger if logger is not None else log
         self._second = 0
         self._budget = 0
         self._suppressed = 0
@@ -82,7 +83,7 @@ class RefusalLog:
         suppressed, self._suppressed = self._suppressed, 0
         denial = decision.denial
         assert denial is not None
-        log.info(
+        self._log.info(
             "order.refused" if decision.outcome is Outcome.REFUSE else "order.shadowed",
             request_id=decision.request_id,
             method=decision.method,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from structlog.testing import capture_logs
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.decisions import Decision, Outcome, Stage
@@ -93,13 +92,24 @@ def refusal(at_ms: int, outcome: Outcome = Outcome.REFUSE) -> Decision:
     )  # fmt: skip
 
 
+class Lines:
+    """Takes the refusal log's lines (structlog's call shape: event, then fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, object]] = []
+
+    def info(self, event: str, **fields: object) -> None:
+        self.lines.append({"event": event, **fields})
+
+
 def test_refusal_log_lines_are_capped_per_second_and_the_rest_counted(info_logs: None) -> None:
-    sink = RefusalLog(per_second=2)
-    with capture_logs() as lines:
-        for i in range(5):
-            sink.decision(refusal(10_000 + i))
-        sink.decision(refusal(11_000))
-        sink.decision(refusal(11_001, Outcome.SHADOW))
+    out = Lines()
+    sink = RefusalLog(per_second=2, logger=out)
+    for i in range(5):
+        sink.decision(refusal(10_000 + i))
+    sink.decision(refusal(11_000))
+    sink.decision(refusal(11_001, Outcome.SHADOW))
+    lines = out.lines
     assert [line["event"] for line in lines] == [
         "order.refused", "order.refused", "order.refused", "order.shadowed",
     ]  # fmt: skip
@@ -108,10 +118,12 @@ def test_refusal_log_lines_are_capped_per_second_and_the_rest_counted(info_logs:
 
 
 def test_refusal_log_off_and_below_info(info_logs: None) -> None:
-    with capture_logs() as lines:
-        RefusalLog(per_second=0).decision(refusal(1_000))
-    assert lines == []
+    out = Lines()
+    RefusalLog(per_second=0, logger=out).decision(refusal(1_000))
+    assert out.lines == []
     configure_logging("warning", json=True)
-    with capture_logs() as lines:
-        RefusalLog(per_second=100).decision(refusal(1_000))
-    assert lines == []
+    RefusalLog(per_second=100, logger=out).decision(refusal(1_000))
+    assert out.lines == []
+    configure_logging("info", json=True)
+    RefusalLog(per_second=100, logger=out).decision(refusal(1_000))
+    assert len(out.lines) == 1
