@@ -275,9 +275,9 @@ for i = 5, last, 5 do
               if sub(f, 1, 1) == 'b' then
                 local b = tonumber(sub(f, 2))
                 if b >= first_live then
-                  local c = tonumber(all[a + 1])
-                  if b == cur then here = c else call('HSET', key, f, c) end
-                  n = n + c
+                  local kept = tonumber(all[a + 1])
+                  if b == cur then here = kept else call('HSET', key, f, kept) end
+                  n = n + kept
                   lo, hi = math.min(lo, b), math.max(hi, b)
                 end
               end
