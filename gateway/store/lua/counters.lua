@@ -153,7 +153,9 @@ for i = 5, last, 5 do
           -- Leaves as whole buckets: the oldest live ones, until enough are freed.
           local from = math.max(lo, first_live)
           delay = (hi + k + 1) * g - now_ms
-          if hi >= from then
+          -- Stored buckets reaching far past now (the clock went backwards): the
+          -- newest one leaving is the answer, never shorter than the truth.
+          if hi >= from and hi - from <= 4 * BUCKETS then
             local fields = {}
             for b = from, hi do fields[#fields + 1] = 'b' .. b end
             local got = call('HMGET', key, unpack(fields))

@@ -317,3 +317,16 @@ async def test_slow_store_hits_the_timeout(harness: Harness, paused_ms: int) -> 
     finally:
         # The pause lapses on its own; nothing to undo from a paused client.
         pass
+
+
+async def test_a_bucketed_window_refuses_after_the_clock_went_far_back(harness: Harness) -> None:
+    """Buckets stored far ahead of now (the clock stepped back by 9000 buckets) still give
+    a refusal with a delay, not a script error answered as store-unavailable."""
+    harness.set_limits({DEFAULT_SCOPE: {"order_rate": "1001/1s"}})  # bucketed: 2 ms buckets
+    admitted(await harness.place())
+    harness.clock.advance_ms(-9000 * 2)
+    for _ in range(1000):
+        admitted(await harness.place())
+    refusal = denied(await harness.place())
+    assert refusal.reason is Reason.ORDER_RATE_EXCEEDED
+    assert refusal.retry_after_ms is not None and refusal.retry_after_ms >= 9000 * 2
