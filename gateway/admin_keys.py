@@ -9,6 +9,7 @@ the ``IssueApiKey`` response; it is never stored, logged or listed.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -160,19 +161,7 @@ class ApiKeyAdmin:
 
 
 def _revoked(key: ApiKey, now: int, actor: str, reason: str) -> ApiKey:
-    return ApiKey(
-        key_id=key.key_id,
-        digest=key.digest,
-        accounts=key.accounts,
-        channel=key.channel,
-        label=key.label,
-        issued_actor=key.issued_actor,
-        issued_reason=key.issued_reason,
-        issued_ms=key.issued_ms,
-        revoked_ms=now,
-        revoked_actor=actor,
-        revoked_reason=reason,
-    )
+    return replace(key, revoked_ms=now, revoked_actor=actor, revoked_reason=reason)
 
 
 def _accounts(values: list[str], bad: list[FieldViolation]) -> frozenset[str]:
