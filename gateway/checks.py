@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from gateway.model import AccountState, Action, SymbolStatus
 from gateway.reasons import Denial, Reason
+from gateway.records import BoundedMemo
 from gateway.snapshot import Snapshot
 from gateway.validation import OrderCall
 
@@ -117,8 +118,7 @@ def _reduces(call: OrderCall) -> bool:
 #: Refusals already built, by (reason, account, scope) and (reason, symbol): a refused
 #: account is usually refused again and again (a bot retrying), and a Denial is never
 #: modified.
-_ACCOUNT_DENIALS: dict[tuple[Reason, str, str], Denial] = {}
-_ACCOUNT_DENIALS_MAX = 65_536
+_ACCOUNT_DENIALS: BoundedMemo[tuple[Reason, str, str], Denial] = BoundedMemo(65_536)
 
 
 def _account_denial(
@@ -133,25 +133,22 @@ def _account_denial(
         # Set on the account's linked group; which group is not disclosed to the client.
         metadata["scope"] = "group"
         message = message.replace("account is", "account's group is", 1)
-    denial = Denial(reason, message, metadata)
-    if len(_ACCOUNT_DENIALS) >= _ACCOUNT_DENIALS_MAX:
-        _ACCOUNT_DENIALS.clear()
-    _ACCOUNT_DENIALS[key] = denial
-    return denial
+    return _ACCOUNT_DENIALS.put(key, Denial(reason, message, metadata))
 
 
-_SYMBOL_DENIALS: dict[tuple[Reason, str], Denial] = {}
+_SYMBOL_DENIALS: BoundedMemo[tuple[Reason, str], Denial] = BoundedMemo(65_536)
 
 
 def _symbol_denial(reason: Reason, call: OrderCall, status: str, message: str) -> Denial:
     key = (reason, call.symbol)
     denial = _SYMBOL_DENIALS.get(key)
     if denial is None:
-        if len(_SYMBOL_DENIALS) >= _ACCOUNT_DENIALS_MAX:
-            _SYMBOL_DENIALS.clear()
-        denial = _SYMBOL_DENIALS[key] = Denial(
-            reason,
-            f"{call.symbol}: {message}",
-            {"limit": "symbol_status", "symbol": call.symbol, "status": status},
+        denial = _SYMBOL_DENIALS.put(
+            key,
+            Denial(
+                reason,
+                f"{call.symbol}: {message}",
+                {"limit": "symbol_status", "symbol": call.symbol, "status": status},
+            ),
         )
     return denial

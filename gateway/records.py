@@ -20,3 +20,25 @@ _T = TypeVar("_T")
 @dataclass_transform(frozen_default=True)
 def hot_record(cls: type[_T]) -> type[_T]:
     return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class BoundedMemo(dict[_K, _V]):
+    """A memo for the hot path: plain dict reads, and emptied whole when it reaches
+    ``limit`` entries (no per-read bookkeeping, as an LRU would need; what is still
+    in use is rebuilt at once)."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: _K, value: _V) -> _V:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value

@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.reasons import Denial, FieldViolation, invalid
+from gateway.records import BoundedMemo
 
 DOMAIN = "pretrade.v1"
 
@@ -57,15 +58,12 @@ def to_grpc_status(denial: Denial) -> grpc.Status:
     status: grpc.Status = rpc_status.to_status(to_status_proto(denial))
     if denial.retry_after_ms is not None or denial.violations:
         return status  # throttles and bad input: a new denial each time
-    if len(_RENDERED) >= _RENDERED_MAX:
-        _RENDERED.clear()
     # The entry holds the denial itself, so its id is not reused while the entry lives.
-    _RENDERED[id(denial)] = (denial, status)
+    _RENDERED.put(id(denial), (denial, status))
     return status
 
 
-_RENDERED: dict[int, tuple[Denial, grpc.Status]] = {}
-_RENDERED_MAX = 8_192
+_RENDERED: BoundedMemo[int, tuple[Denial, grpc.Status]] = BoundedMemo(8_192)
 
 
 def _pack(message: object) -> any_pb2.Any:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
 
 from gateway._generated.pretrade.v1 import order_entry_pb2 as pb
 from gateway.decimals import DecimalFormatError, parse_positive_decimal
 from gateway.fields import BadFields
 from gateway.model import Action, Channel
 from gateway.reasons import Denial, FieldViolation, invalid
-from gateway.records import hot_record
+from gateway.records import BoundedMemo, hot_record
 
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._/-]{0,31}")
@@ -57,31 +56,15 @@ class OrderCall:
     channel: Channel = Channel.PROGRAM
 
 
-class _Seen:
-    """Texts already found valid (account ids, symbols, prices, quantities), by text.
-
-    Order flow repeats the same few of each, and a dict lookup costs a tenth of a
-    regular-expression match or a Decimal parse. Bounded: emptied when full.
-    """
-
-    __slots__ = ("limit", "values")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.values: dict[str, Any] = {}
-
-    def remember(self, text: str, value: Any) -> None:
-        if len(self.values) >= self.limit:
-            self.values.clear()
-        self.values[text] = value
-
-
-_VALID_ACCOUNTS = _Seen(65_536)
-_VALID_SYMBOLS = _Seen(16_384)
-_DECIMALS = _Seen(65_536)
-_valid_account = _VALID_ACCOUNTS.values.__contains__
-_valid_symbol = _VALID_SYMBOLS.values.__contains__
-_known_decimal = _DECIMALS.values.get
+#: Texts already found valid (account ids, symbols, prices, quantities), by text: order
+#: flow repeats the same few of each, and a dict lookup costs a tenth of a
+#: regular-expression match or a Decimal parse.
+_VALID_ACCOUNTS: BoundedMemo[str, None] = BoundedMemo(65_536)
+_VALID_SYMBOLS: BoundedMemo[str, None] = BoundedMemo(16_384)
+_DECIMALS: BoundedMemo[str, Decimal] = BoundedMemo(65_536)
+_valid_account = _VALID_ACCOUNTS.__contains__
+_valid_symbol = _VALID_SYMBOLS.__contains__
+_known_decimal = _DECIMALS.get
 
 
 class _Violations(BadFields):
@@ -91,11 +74,11 @@ class _Violations(BadFields):
 
     def account(self, value: str) -> None:
         if not _valid_account(value) and self.ident("account_id", value, ACCOUNT_RE, ACCOUNT_RULE):
-            _VALID_ACCOUNTS.remember(value, None)
+            _VALID_ACCOUNTS.put(value, None)
 
     def symbol(self, value: str) -> None:
         if not _valid_symbol(value) and self.ident("symbol", value, SYMBOL_RE, SYMBOL_RULE):
-            _VALID_SYMBOLS.remember(value, None)
+            _VALID_SYMBOLS.put(value, None)
 
     def decimal(self, field: str, text: str) -> Decimal | None:
         value: Decimal | None = _known_decimal(text)
@@ -106,7 +89,7 @@ class _Violations(BadFields):
         except DecimalFormatError as exc:
             self.add(field, str(exc) if text else "required")
             return None
-        _DECIMALS.remember(text, value)
+        _DECIMALS.put(text, value)
         return value
 
 

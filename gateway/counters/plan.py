@@ -39,7 +39,7 @@ from gateway.counters.limits import (
 from gateway.counters.resolve import EffectiveLimits, Sourced
 from gateway.decimals import format_decimal
 from gateway.model import Action
-from gateway.records import hot_record
+from gateway.records import BoundedMemo, hot_record
 from gateway.reliability.idempotency import FREE_RETRIES
 from gateway.validation import OrderCall
 
@@ -243,8 +243,9 @@ def _windows(
 #: keys), by the windows tuple's identity: the tuples live as long as the resolver
 #: caches their limits, and the entry keeps its tuple so an id is never reused.
 _WindowOp = tuple[str, int, bool, str, str, Check]
-_WINDOW_OPS: dict[tuple[int, LimitKind], tuple[tuple[Sourced[Window], ...], list[_WindowOp]]] = {}
-_MEMO_MAX = 4096
+_WINDOW_OPS: BoundedMemo[
+    tuple[int, LimitKind], tuple[tuple[Sourced[Window], ...], list[_WindowOp]]
+] = BoundedMemo(4096)
 
 
 def _window_ops(windows: tuple[Sourced[Window], ...], kind: LimitKind) -> list[_WindowOp]:
@@ -265,9 +266,7 @@ def _window_ops(windows: tuple[Sourced[Window], ...], kind: LimitKind) -> list[_
                 Check(kind, window.window_text, sourced.source),
             )
         )
-    if len(_WINDOW_OPS) >= _MEMO_MAX:
-        _WINDOW_OPS.clear()
-    _WINDOW_OPS[(id(windows), kind)] = (windows, ops)
+    _WINDOW_OPS.put((id(windows), kind), (windows, ops))
     return ops
 
 
