@@ -89,8 +89,12 @@ class SnapshotFollower:
                 await self._follow_once()
             except asyncio.CancelledError:
                 raise
-            except STORE_ERRORS as exc:
-                if self._snapshot.synced:
+            except Exception as exc:
+                if not isinstance(exc, STORE_ERRORS):
+                    # A defect, not an outage: said loudly, and retried like an outage, so
+                    # the follower never dies with the snapshot left unsynced for good.
+                    log.exception("snapshot.follow_failed")
+                elif self._snapshot.synced:
                     log.warning("snapshot.unsynced", error=str(exc))
                 self._snapshot.synced = False
                 if self.reloads != reloads:  # it was synced: a fresh outage

@@ -67,3 +67,32 @@ async def test_the_whole_wait_is_bounded_too(redis_url: str) -> None:
     finally:
         await hot.aclose()
         await follower_redis.aclose()
+
+
+class _FailsOnce(FlagStore):
+    """A store whose first full load hits a defect (not an outage)."""
+
+    failures = 0
+
+    async def load_all(self) -> dict[FlagKind, dict[str, dict[str, str]]]:
+        if not self.failures:
+            self.failures += 1
+            raise RuntimeError("a defect in the load")
+        return await super().load_all()
+
+
+async def test_a_defect_in_a_load_is_retried_not_the_end_of_the_follower(redis_url: str) -> None:
+    seed = Redis.from_url(redis_url, decode_responses=True)
+    await seed.hset(flag_key(FlagKind.ACCOUNT_STATE, "alice"), mapping={"value": "3"})
+    await seed.aclose()
+    hot, follower_redis = hot_client(redis_url), follower_client(redis_url)
+    store, snapshot = _FailsOnce(hot), Snapshot()
+    follower = SnapshotFollower(follower_redis, store, snapshot)
+    try:
+        await follower.start(timeout_s=2.0)
+        assert store.failures == 1
+        assert snapshot.synced and "alice" in snapshot.accounts
+    finally:
+        await follower.stop()
+        await hot.aclose()
+        await follower_redis.aclose()
