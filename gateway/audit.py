@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from gateway.decisions import Decision, Outcome
 from gateway.metrics import Metrics
 from gateway.snapshot import Snapshot, now_ms
-from gateway.store.autopipe import AutoPipeline
+from gateway.store.commands import Commands
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
 from gateway.store.redis_client import RedisClient
 from gateway.tasks import stop_task
@@ -62,17 +62,15 @@ class AuditWriter:
 
     def __init__(
         self,
-        redis: RedisClient,
+        commands: Commands,
         snapshot: Snapshot,
         metrics: Metrics,
         instance: str,
         policy_version: str,
         config: AuditConfig,
-        pipe: AutoPipeline | None = None,
     ) -> None:
-        self._redis = redis
-        #: A connection of its own to a single Redis (None: batches go through ``redis``).
-        self._pipe = pipe
+        #: Ideally a connection of its own, so batches never queue behind the order path's calls.
+        self._commands = commands
         self._snapshot = snapshot
         self._metrics = metrics
         self.instance = instance
@@ -171,13 +169,7 @@ class AuditWriter:
         ]
         if config.max_age_ms:
             commands.append(("XTRIM", DECISIONS_STREAM, "MINID", "~", self._cutoff_ms()))
-        if self._pipe is not None:
-            await self._pipe.execute_many(commands)
-        else:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                await pipe.execute()
+        await self._commands.execute_many(commands)
         self._metrics.redis_seconds.labels("audit").observe(
             asyncio.get_running_loop().time() - started
         )

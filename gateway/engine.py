@@ -44,6 +44,7 @@ from gateway.shadow import ShadowRules
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_client
 from gateway.store.autopipe import AutoPipeline, auto_pipeline
+from gateway.store.commands import RedisPyCommands
 from gateway.store.redis_client import PubSubSource, RedisClient
 from gateway.stp.check import observe_admission, self_trade_check
 from gateway.stp.sync import OwnOrderSync
@@ -400,20 +401,23 @@ class Gatekeeper:
         auth: bool = True,
         pipe: AutoPipeline | None = None,
         audit_pipe: AutoPipeline | None = None,
+        load_pipe: AutoPipeline | None = None,
     ) -> None:
         self.redis = redis
-        #: The order path's own connection to a single Redis (None: ``redis`` serves it too),
-        #: and the audit trail's: its batches never queue in front of an order's call.
+        #: Connections of their own to a single Redis (None: ``redis`` serves instead): the
+        #: order path's, the audit trail's and the snapshot loads', so audit batches and
+        #: full loads never queue in front of an order's counter call.
         self.pipe = pipe
         self.audit_pipe = audit_pipe
+        self.load_pipe = load_pipe
         self.policy = policy
         self.snapshot = Snapshot(policy.symbols, policy.products)
-        self.flags = FlagStore(redis)
+        self.flags = FlagStore(redis, bulk=load_pipe)
         #: Linked-account membership writes (guarded, one script per account).
         self.memberships = GroupStore(redis, self.flags.channel)
         self.failure = failure if failure is not None else FailurePolicy()
         self.counters = CounterGate(
-            RedisCounterStore(redis, pipe=pipe),
+            RedisCounterStore(pipe or RedisPyCommands(redis)),
             LimitResolver(self.snapshot, policy.counters),
             subject_of=self._counting_subject,
             reference_price=self._reference_price,
@@ -423,7 +427,7 @@ class Gatekeeper:
         self.evidence = EvidenceRecorder(redis, policy.association, trusted_proxy_header)
         #: Audit trail, metrics and refusal log: the engine reports every decision to them.
         self.ops = Operations(
-            redis, self.snapshot, policy.version, ops or OpsConfig(), audit_pipe=audit_pipe
+            redis, self.snapshot, policy.version, ops or OpsConfig(), audit_commands=audit_pipe
         )
         self.engine = PreTradeEngine(
             self.snapshot,
@@ -482,6 +486,7 @@ class Gatekeeper:
             auth=auth,
             pipe=auto_pipeline(redis_url, deadline_ms, stale_after_ms),
             audit_pipe=auto_pipeline(redis_url, deadline_ms, stale_after_ms),
+            load_pipe=auto_pipeline(redis_url, deadline_ms, stale_after_ms),
         )
         try:
             await keeper.follower.start()
@@ -555,7 +560,7 @@ class Gatekeeper:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        for pipe in (self.pipe, self.audit_pipe):
+        for pipe in (self.pipe, self.audit_pipe, self.load_pipe):
             if pipe is not None:
                 await pipe.aclose()
         await self.redis.aclose()

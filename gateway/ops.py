@@ -30,7 +30,7 @@ from gateway.decisions import (
 from gateway.logs import info_enabled
 from gateway.metrics import Metrics, MetricsServer
 from gateway.snapshot import Snapshot, now_ms
-from gateway.store.autopipe import AutoPipeline
+from gateway.store.commands import Commands, RedisPyCommands
 from gateway.store.redis_client import RedisClient
 
 log = structlog.get_logger("gateway.ops")
@@ -108,15 +108,21 @@ class Operations:
         snapshot: Snapshot,
         policy_version: str,
         config: OpsConfig,
-        audit_pipe: AutoPipeline | None = None,
+        audit_commands: Commands | None = None,
     ) -> None:
+        """``audit_commands``: where decision batches go (default: through ``redis``)."""
         self.config = config
         self.instance = config.instance or default_instance()
         self._redis = redis
         self.request_ids = RequestIds()
         self.metrics = Metrics(snapshot, self.instance, policy_version)
         self.audit = AuditWriter(
-            redis, snapshot, self.metrics, self.instance, policy_version, config.audit, audit_pipe
+            audit_commands or RedisPyCommands(redis),
+            snapshot,
+            self.metrics,
+            self.instance,
+            policy_version,
+            config.audit,
         )
         self.refusal_log = RefusalLog(config.refusal_log_per_s)
         self.sink: DecisionSink = FanoutSink((self.metrics, self.audit, self.refusal_log))

@@ -9,7 +9,6 @@ failover or ``SCRIPT FLUSH``).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 from collections.abc import Callable, Sequence
@@ -17,8 +16,7 @@ from typing import Any, Protocol
 
 from gateway.counters.plan import CounterPlan
 from gateway.records import hot_record
-from gateway.store.autopipe import AutoPipeline
-from gateway.store.redis_client import RedisClient
+from gateway.store.commands import Commands
 from gateway.store.scripts import LuaScript
 
 ACCEPTED, REFUSED, PEEKED, RETRY = 1, 0, 2, 3
@@ -69,17 +67,11 @@ class CounterStore(Protocol):
 
 
 class RedisCounterStore:
-    """``clock_us`` pins the time the script uses (tests only); by default Redis ``TIME``."""
+    """``commands``: the order path's connection (:func:`~gateway.store.commands.commands_for`).
+    ``clock_us`` pins the time the script uses (tests only); by default Redis ``TIME``."""
 
-    def __init__(
-        self,
-        redis: RedisClient,
-        clock_us: Callable[[], int] | None = None,
-        pipe: AutoPipeline | None = None,
-    ) -> None:
-        self._redis = redis
-        #: The order path's connection (a single Redis); None: every call through ``redis``.
-        self.pipe = pipe
+    def __init__(self, commands: Commands, clock_us: Callable[[], int] | None = None) -> None:
+        self.commands = commands
         self._script = LuaScript("counters")
         self._clock_us = clock_us
         self._nonce_prefix = secrets.token_hex(6)
@@ -94,29 +86,18 @@ class RedisCounterStore:
     async def remember(
         self, records: Sequence[tuple[str, str, int]], forget: Sequence[str] = ()
     ) -> None:
-        if self.pipe is not None:
-            execute = self.pipe.execute
-            calls = [execute("SET", key, value, "PX", ttl_ms) for key, value, ttl_ms in records]
-            calls += [execute("DEL", key) for key in forget]
-            await asyncio.gather(*calls)
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, value, ttl_ms in records:
-                pipe.set(key, value, px=ttl_ms)
-            for key in forget:
-                pipe.delete(key)
-            await pipe.execute()
+        commands: list[tuple[str | int, ...]] = [
+            ("SET", key, value, "PX", ttl_ms) for key, value, ttl_ms in records
+        ]
+        commands += [("DEL", key) for key in forget]
+        await self.commands.execute_many(commands)
 
     async def _run(self, mode: str, plan: CounterPlan) -> StoreReply:
         pinned = str(self._clock_us()) if self._clock_us is not None else ""
         nonce = f"{self._nonce_prefix}:{next(self._sequence)}"
         args = [mode, pinned, nonce, str(plan.day_start_ms), *plan.args()]
         script = self._script
-        if self.pipe is not None:
-            raw = await self.pipe.evalsha(script.sha, script.source, plan.keys, args)
-        else:
-            raw = await script(self._redis, plan.keys, args)
-        return parse_reply(raw)
+        return parse_reply(await self.commands.evalsha(script.sha, script.source, plan.keys, args))
 
 
 def parse_reply(raw: Sequence[Any]) -> StoreReply:

@@ -213,11 +213,13 @@ class AutoPipeline:
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()
+        if len(commands) == 1:  # a batch of one is a plain call, whose reply may be a list
+            return [await connection.send(_pack(tuple(commands[0])))]
         packed = b"".join([_pack(tuple(command)) for command in commands])
         return list(await connection.send(packed, len(commands)))
 
     async def evalsha(
-        self, sha: str, source: str, keys: Sequence[str], args: Sequence[str | int]
+        self, sha: str, source: str, keys: Sequence[str], args: Sequence[str | int | bytes]
     ) -> Any:
         """``EVALSHA``, and ``EVAL`` of ``source`` if this Redis does not have the script."""
         try:

@@ -22,12 +22,20 @@ def flag_key(kind: FlagKind, record_id: str) -> str:
     return f"{PREFIX}:{kind.value}:{{{record_id}}}"
 
 
-def flag_pattern(kind: FlagKind) -> str:
-    return f"{PREFIX}:{kind.value}:{{*}}"
+#: Matches every flag key (``pt:<kind>:{<id>}``); other keys named like it are skipped
+#: by :func:`parse_flag_key`.
+ALL_FLAGS_PATTERN = f"{PREFIX}:*:{{*}}"
+
+_KINDS = {kind.value: kind for kind in FlagKind}
 
 
-def record_id_from_key(kind: FlagKind, key: str) -> str:
-    prefix = f"{PREFIX}:{kind.value}:{{"
-    if not (key.startswith(prefix) and key.endswith("}")):
-        raise ValueError(f"not a {kind.value} flag key: {key!r}")
-    return key[len(prefix) : -1]
+def parse_flag_key(key: str) -> tuple[FlagKind, str] | None:
+    """The kind and record id of a flag key; None for any other key."""
+    head, sep, rest = key.partition(":")
+    if head != PREFIX or not sep:
+        return None
+    value, sep, tagged = rest.partition(":")
+    kind = _KINDS.get(value)
+    if kind is None or len(tagged) < 2 or tagged[0] != "{" or tagged[-1] != "}":
+        return None
+    return kind, tagged[1:-1]

@@ -193,14 +193,16 @@ async def ping(client: RedisClient) -> None:
         await client.ping()
 
 
-async def scan_keys(client: RedisClient, match: str, count: int = 1000) -> AsyncIterator[str]:
-    """Every key matching ``match``: on a cluster, on every serving primary (the topology is
-    refreshed first, so a failover just before is seen)."""
+async def scan_keys(
+    client: RedisClient, match: str, count: int = 1000, type_: str | None = None
+) -> AsyncIterator[str]:
+    """Every key matching ``match`` (of type ``type_`` if given): on a cluster, on every
+    serving primary (the topology is refreshed first, so a failover just before is seen)."""
     if isinstance(client, RedisCluster):
         await client.nodes_manager.initialize()
         primaries = serving_primaries(client)
-        async for key in client.scan_iter(match=match, count=count, target_nodes=primaries):
-            yield key.decode() if isinstance(key, bytes) else str(key)
+        keys = client.scan_iter(match=match, count=count, _type=type_, target_nodes=primaries)
     else:
-        async for key in client.scan_iter(match=match, count=count):
-            yield key.decode() if isinstance(key, bytes) else str(key)
+        keys = client.scan_iter(match=match, count=count, _type=type_)
+    async for key in keys:
+        yield key.decode() if isinstance(key, bytes) else str(key)

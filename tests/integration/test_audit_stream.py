@@ -12,6 +12,7 @@ from gateway.embedded_redis import EmbeddedRedis
 from gateway.metrics import Metrics
 from gateway.reasons import Denial, Reason
 from gateway.snapshot import Snapshot
+from gateway.store.commands import RedisPyCommands
 from gateway.store.keys import DECISIONS_STREAM
 from gateway.store.redis_client import hot_client
 
@@ -27,7 +28,9 @@ def decision(n: int, outcome: Outcome = Outcome.REFUSE, account: str = "a") -> D
 def writer(redis: aioredis.Redis, **config: object) -> tuple[AuditWriter, Metrics]:
     snapshot = Snapshot()
     metrics = Metrics(snapshot, "test", "v1")
-    return AuditWriter(redis, snapshot, metrics, "test", "v1", AuditConfig(**config)), metrics  # type: ignore[arg-type]
+    return AuditWriter(
+        RedisPyCommands(redis), snapshot, metrics, "test", "v1", AuditConfig(**config)
+    ), metrics  # type: ignore[arg-type]
 
 
 class LogRecorder:

@@ -18,6 +18,8 @@ from gateway.counters.store import RedisCounterStore
 from gateway.model import Action, SymbolSpec
 from gateway.reasons import Denial
 from gateway.snapshot import Snapshot
+from gateway.store.autopipe import auto_pipeline
+from gateway.store.commands import Commands, RedisPyCommands
 from gateway.store.redis_client import hot_client
 from gateway.validation import OrderCall
 
@@ -105,13 +107,17 @@ class Harness:
         return out
 
 
-@pytest.fixture
-async def harness(redis_url: str) -> AsyncIterator[Harness]:
+@pytest.fixture(params=["autopipe", "redis-py"])
+async def harness(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """Each test runs over both connections the gateway uses: its own auto-pipelined one
+    (a single Redis) and redis-py's (a cluster, TLS)."""
     redis = hot_client(redis_url)
+    pipe = auto_pipeline(redis_url, 1000, 2000) if request.param == "autopipe" else None
+    commands: Commands = pipe if pipe is not None else RedisPyCommands(redis)
     clock = Clock()
     snapshot = Snapshot(SYMBOLS)
     gate = CounterGate(
-        RedisCounterStore(redis, clock_us=clock),
+        RedisCounterStore(commands, clock_us=clock),
         LimitResolver(snapshot, CounterPolicy()),
         clock=lambda: clock.now_ms,
     )
@@ -119,6 +125,8 @@ async def harness(redis_url: str) -> AsyncIterator[Harness]:
         yield Harness(redis, clock, gate, snapshot)
     finally:
         await gate.close()
+        if pipe is not None:
+            await pipe.aclose()
         await redis.aclose()
 
 

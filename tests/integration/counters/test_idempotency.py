@@ -19,6 +19,7 @@ from gateway.reasons import Reason
 from gateway.reliability.failure import FailurePolicy
 from gateway.reliability.idempotency import FREE_RETRIES, REPLAY_KEY
 from gateway.snapshot import Snapshot
+from gateway.store.commands import RedisPyCommands
 from gateway.store.redis_client import hot_client
 from gateway.validation import OrderCall
 from tests.integration.counters.conftest import SYMBOLS, Harness, admitted, denied
@@ -88,7 +89,7 @@ async def test_a_place_that_timed_out_after_redis_counted_it(redis_server: Embed
         tables={DEFAULT_SCOPE: {LimitKind.ORDER_RATE: parse_value(LimitKind.ORDER_RATE, "5/1m")}}
     )
     gate = CounterGate(
-        RedisCounterStore(redis),
+        RedisCounterStore(RedisPyCommands(redis)),
         LimitResolver(Snapshot(SYMBOLS), policy),
         failure=FailurePolicy(deadline_ms=200),
         idempotency_window_ms=WINDOW_MS,

@@ -15,6 +15,7 @@ from gateway.counters.store import RedisCounterStore
 from gateway.model import Action
 from gateway.reasons import Reason
 from gateway.snapshot import Snapshot
+from gateway.store.commands import RedisPyCommands
 from gateway.validation import OrderCall
 from tests.integration.counters.conftest import EPOCH_US, SYMBOLS, Harness, admitted, denied
 
@@ -291,7 +292,7 @@ async def test_store_failure_refuses_orders_and_lets_cancels_through() -> None:
     policy = CounterPolicy()
     snapshot = Snapshot(SYMBOLS)
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", decode_responses=True)
-    gate = CounterGate(RedisCounterStore(dead, clock_us=lambda: EPOCH_US),
+    gate = CounterGate(RedisCounterStore(RedisPyCommands(dead), clock_us=lambda: EPOCH_US),
                        LimitResolver(snapshot, policy))  # fmt: skip
     from gateway.counters.limits import LimitKind, parse_value
 

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from gateway.counters.limits import LimitKind, format_duration
 from gateway.counters.plan import BUCKETS, Check, CounterPlan
 from gateway.counters.store import RedisCounterStore
+from gateway.store.commands import RedisPyCommands
 from tests.integration.counters.conftest import EPOCH_US
 
 SUBJECT = "acct:model"
@@ -102,7 +103,7 @@ async def _run(url: str, windows: list[tuple[int, int]], bucketed: bool, start: 
     try:
         await redis.flushall()
         clock = [EPOCH_US + start]
-        store = RedisCounterStore(redis, clock_us=lambda: clock[0])
+        store = RedisCounterStore(RedisPyCommands(redis), clock_us=lambda: clock[0])
         the_plan = plan(windows, bucketed)
         model = Model(windows, bucketed)
         for step in steps:
@@ -154,7 +155,7 @@ def test_a_saturated_sliding_log_admits_exactly_the_limit_per_window(redis_url: 
     async def body() -> None:
         redis = Redis.from_url(redis_url, decode_responses=True)
         clock = [EPOCH_US]
-        store = RedisCounterStore(redis, clock_us=lambda: clock[0])
+        store = RedisCounterStore(RedisPyCommands(redis), clock_us=lambda: clock[0])
         the_plan = plan([(10, 1000)], bucketed=False)
         admitted = []
         for _ in range(5000):

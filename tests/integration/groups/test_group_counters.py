@@ -16,6 +16,7 @@ from gateway.counters.store import RedisCounterStore
 from gateway.model import FlagKind
 from gateway.reasons import Reason
 from gateway.snapshot import Snapshot
+from gateway.store.commands import RedisPyCommands
 from gateway.store.redis_client import hot_client
 from tests.integration.counters.conftest import SYMBOLS, Clock, Harness, admitted, denied
 
@@ -23,7 +24,7 @@ from tests.integration.counters.conftest import SYMBOLS, Clock, Harness, admitte
 def grouped_harness(redis: Redis, clock: Clock) -> Harness:
     snapshot = Snapshot(SYMBOLS)
     gate = CounterGate(
-        RedisCounterStore(redis, clock_us=clock),
+        RedisCounterStore(RedisPyCommands(redis), clock_us=clock),
         LimitResolver(snapshot, CounterPolicy()),
         subject_of=lambda a: counting_subject(a, snapshot.groups.group_of(a)),
         clock=lambda: clock.now_ms,
