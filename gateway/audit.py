@@ -54,7 +54,9 @@ class AuditConfig:
     #: Decisions waiting to be written, at most; beyond it they are dropped and counted.
     queue_limit: int = 100_000
     flush_interval_s: float = 0.05
-    batch_size: int = 500
+    #: Records per write. Small, so that a refusal storm's backlog goes out in short
+    #: writes between which the order path's calls are served (docs/operations.md).
+    batch_size: int = 64
 
 
 class AuditWriter:
