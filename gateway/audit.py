@@ -81,6 +81,7 @@ class AuditWriter:
         self._queue: deque[tuple[Decision, str]] = deque()
         self._pending: list[tuple[Decision, str]] = []
         self._failures = 0
+        self._last_attempt = False
         self._accepts_seen = 0
         self._task: asyncio.Task[None] | None = None
         self._lost_unlogged: dict[str, int] = {}
@@ -119,7 +120,7 @@ class AuditWriter:
         """Stop the task, then try once more to write what is left; count the rest as lost."""
         task, self._task = self._task, None
         await stop_task(task)
-        self._failures = _RETRIES  # one last attempt each, no retries
+        self._last_attempt = True  # one attempt per batch, no retries
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), timeout=2.0)
         left = len(self._queue) + len(self._pending)
@@ -151,7 +152,7 @@ class AuditWriter:
                 self._failures += 1
                 if self._failures == 1:
                     log.warning("audit.write_failed", error=str(exc), batch=len(self._pending))
-                if self._failures > _RETRIES:
+                if self._failures > _RETRIES or self._last_attempt:
                     lost, self._pending = len(self._pending), []
                     self._lose(lost, "write_failed")
                 return

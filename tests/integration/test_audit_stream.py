@@ -176,3 +176,22 @@ async def test_list_continues_past_the_scan_budget(redis_url: str, monkeypatch: 
             break
     assert rest == ["r-5"] and token == ""
     await redis.aclose()
+
+
+async def test_a_clean_shutdown_writes_the_backlog_and_logs_no_failure(
+    redis_url: str, monkeypatch: object
+) -> None:
+    import gateway.audit
+
+    recorder = LogRecorder()
+    monkeypatch.setattr(gateway.audit, "log", recorder)  # type: ignore[attr-defined]
+    redis = hot_client(redis_url)
+    audit, _ = writer(redis)
+    audit.start()
+    for n in range(200):
+        audit.decision(decision(n))
+    await audit.stop()
+    assert await redis.xlen(DECISIONS_STREAM) == 200
+    assert audit.lost == 0
+    assert recorder.events == []  # no "recovered" after failures that never happened
+    await redis.aclose()
