@@ -7,6 +7,7 @@ lifecycle, so embedding the gateway in an exchange's server is two calls.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -441,6 +442,7 @@ class Gatekeeper:
         self.engine.request_ids = self.ops.request_ids
         #: Keeps linked accounts' resting orders true (self-trade prevention).
         self.own_orders = OwnOrderSync(self.snapshot)
+        self.snapshot.on_reload(freeze_long_lived)
         self._follower_redis = follower_redis
         self.follower = SnapshotFollower(follower_redis, self.flags, self.snapshot)
         self.price_followers: list[ExecutionPriceFollower] = []
@@ -573,3 +575,16 @@ def warn_auth_off() -> None:
         message="ORDER ENTRY AUTHENTICATION IS OFF: anyone who can reach the port can trade "
         "for any account. For local development only.",
     )
+
+
+def freeze_long_lived() -> None:
+    """Take everything alive now, the snapshot just loaded above all, out of the cyclic
+    garbage collector's sight (:func:`gc.freeze`).
+
+    A full collection walks every tracked object: with 10^6 flagged accounts it
+    stops the event loop, and every order, for ~0.3 s. The snapshot's records
+    are freed by reference counting when replaced, frozen or not. Young garbage
+    is collected first so that it is not kept for good.
+    """
+    gc.collect(1)
+    gc.freeze()
