@@ -7,7 +7,6 @@ lifecycle, so embedding the gateway in an exchange's server is two calls.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,6 +28,7 @@ from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
 from gateway.decisions import Decision, DecisionSink, NullSink, Outcome, RequestIds, Stage
 from gateway.groups.store import GroupStore
+from gateway.heap import freeze_long_lived
 from gateway.killswitch import kill_switch_check
 from gateway.model import Channel
 from gateway.ops import Operations, OpsConfig
@@ -575,16 +575,3 @@ def warn_auth_off() -> None:
         message="ORDER ENTRY AUTHENTICATION IS OFF: anyone who can reach the port can trade "
         "for any account. For local development only.",
     )
-
-
-def freeze_long_lived() -> None:
-    """Take everything alive now, the snapshot just loaded above all, out of the cyclic
-    garbage collector's sight (:func:`gc.freeze`).
-
-    A full collection walks every tracked object: with 10^6 flagged accounts it
-    stops the event loop, and every order, for ~0.3 s. The snapshot's records
-    are freed by reference counting when replaced, frozen or not. Young garbage
-    is collected first so that it is not kept for good.
-    """
-    gc.collect(1)
-    gc.freeze()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from gateway.groups.tables import GROUP_KINDS, GroupTables
+from gateway.groups.tables import GROUP_DECODERS, GROUP_KINDS, GroupTables
 from gateway.model import (
     FlagKind,
     LimitRecord,
@@ -33,6 +33,28 @@ Fields = Mapping[str, str]
 RawFlags = Mapping[FlagKind, Mapping[str, Fields]]
 _R = TypeVar("_R")
 _KIND_BY_VALUE = {kind.value: kind for kind in FlagKind}
+
+
+#: Decoded records by kind and id, as :meth:`Snapshot.install` takes them.
+Records = Mapping[FlagKind, dict[str, Any]]
+
+#: How each kind's record is read from its Redis fields.
+DECODERS: Mapping[FlagKind, Callable[[Fields], Any]] = {
+    FlagKind.ACCOUNT_STATE: state_record_from_fields,
+    FlagKind.SYMBOL_STATUS: state_record_from_fields,
+    FlagKind.SYMBOL_SPEC: spec_record_from_fields,
+    FlagKind.LIMIT: limit_record_from_fields,
+    FlagKind.KILL_SWITCH: state_record_from_fields,
+    FlagKind.SHADOW: state_record_from_fields,
+    **OPS_DECODERS,
+    **GROUP_DECODERS,
+}
+assert set(DECODERS) == set(FlagKind), "every kind of flag needs a decoder"
+
+
+def decode_record(kind: FlagKind, fields: Fields) -> Any:
+    """One record as the snapshot holds it; KeyError or ValueError when unreadable."""
+    return DECODERS[kind](fields)
 
 
 def now_ms() -> int:
@@ -148,32 +170,35 @@ class Snapshot:
         return True
 
     def replace_all(self, raw: RawFlags) -> list[str]:
-        """Swap in a full load from Redis (after start-up or any reconnect).
-
-        Returns the keys of records that could not be read (they are skipped).
-        """
+        """Swap in a full load of raw fields; returns the ids of records that could not
+        be read (they are skipped)."""
         bad: list[str] = []
-        self.accounts = _decode(raw.get(FlagKind.ACCOUNT_STATE, {}), state_record_from_fields, bad)
-        self.symbol_status = _decode(
-            raw.get(FlagKind.SYMBOL_STATUS, {}), state_record_from_fields, bad
-        )
-        self.admin_specs = _decode(raw.get(FlagKind.SYMBOL_SPEC, {}), spec_record_from_fields, bad)
-        self.ops = {
-            kind: _decode(raw.get(kind, {}), dec, bad) for kind, dec in OPS_DECODERS.items()
-        }
-        self.limit_overrides = _decode(raw.get(FlagKind.LIMIT, {}), limit_record_from_fields, bad)
+        self.install({kind: _decode(raw.get(kind, {}), DECODERS[kind], bad) for kind in FlagKind})
+        return bad
+
+    def install(self, records: Records) -> None:
+        """Swap in a full load of decoded records (:func:`decode_record`), after start-up
+        or any reconnect. The tables are taken as they are (not copied: a million
+        records); kinds absent from ``records`` are left empty."""
+
+        def table(kind: FlagKind) -> dict[str, Any]:
+            found = records.get(kind)
+            return found if found is not None else {}
+
+        self.accounts = table(FlagKind.ACCOUNT_STATE)
+        self.symbol_status = table(FlagKind.SYMBOL_STATUS)
+        self.admin_specs = table(FlagKind.SYMBOL_SPEC)
+        self.ops = {kind: table(kind) for kind in OPS_DECODERS}
+        self.limit_overrides = table(FlagKind.LIMIT)
         self.limits_generation += 1
-        self.kill_switches = _decode(
-            raw.get(FlagKind.KILL_SWITCH, {}), state_record_from_fields, bad
-        )
-        self.shadow_rules = _decode(raw.get(FlagKind.SHADOW, {}), state_record_from_fields, bad)
-        self.groups.replace_all(raw, bad)
+        self.kill_switches = table(FlagKind.KILL_SWITCH)
+        self.shadow_rules = table(FlagKind.SHADOW)
+        self.groups.install(records)
         self._rebuild_symbols()
         self._rebuild_expiries()
         self.last_update_ms = now_ms()
         for listener in self._reload_listeners:
             listener()
-        return bad
 
     def set_policy_specs(
         self, specs: Mapping[str, SymbolSpec], products: Mapping[str, ProductSpec] | None = None

@@ -169,7 +169,7 @@ def _result(
         table={
             "columns": [
                 "flagged accounts", "symbols", "seed (pipelined HSET) s", "start to ready s",
-                "snapshot load s", "records built s", "RSS MiB", "purge pass ms",
+                "snapshot load s", "swap in s", "RSS MiB", "purge pass ms",
                 "refusal p50 us", "accept p50 us",
             ],
             "rows": [

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 from gateway.model import FlagKind, StateRecord, state_record_from_fields
 from gateway.validation import ACCOUNT_RE, ACCOUNT_RULE
 
 Fields = Mapping[str, str]
-_R = TypeVar("_R")
 
 #: Group ids follow the account id rule (they end up in Redis keys and hash tags).
 GROUP_RE = ACCOUNT_RE
@@ -54,6 +53,13 @@ def membership_from_fields(fields: Fields) -> Membership:
         updated_ms=int(fields.get("updated_ms", "0")),
         version=int(fields.get("version", "0")),
     )
+
+
+#: How each group kind's record is read from its Redis fields.
+GROUP_DECODERS: Mapping[FlagKind, Callable[[Fields], Any]] = {
+    FlagKind.GROUP_MEMBER: membership_from_fields,
+    FlagKind.GROUP_STATE: state_record_from_fields,
+}
 
 
 def membership_fields(group_id: str, reason: str, actor: str) -> dict[str, str]:
@@ -137,9 +143,10 @@ class GroupTables:
         self.generation += 1
         return True
 
-    def replace_all(self, raw: Mapping[FlagKind, Mapping[str, Fields]], bad: list[str]) -> None:
-        self.members = _decode(raw.get(FlagKind.GROUP_MEMBER, {}), membership_from_fields, bad)
-        self.states = _decode(raw.get(FlagKind.GROUP_STATE, {}), state_record_from_fields, bad)
+    def install(self, records: Mapping[FlagKind, dict[str, Any]]) -> None:
+        """Take decoded records of a full load (see :data:`GROUP_DECODERS`), as they are."""
+        self.members = records.get(FlagKind.GROUP_MEMBER) or {}
+        self.states = records.get(FlagKind.GROUP_STATE) or {}
         by_group: dict[str, list[str]] = {}
         for account, membership in self.members.items():
             by_group.setdefault(membership.group_id, []).append(account)
@@ -157,15 +164,3 @@ class GroupTables:
             self._by_group[group_id] = tuple(sorted(accounts))
         else:
             self._by_group.pop(group_id, None)
-
-
-def _decode(
-    raw: Mapping[str, Fields], decode: Callable[[Fields], _R], bad: list[str]
-) -> dict[str, _R]:
-    out: dict[str, _R] = {}
-    for key, fields in raw.items():
-        try:
-            out[key] = decode(fields)
-        except (KeyError, ValueError):
-            bad.append(key)
-    return out

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.model import FlagKind
 from gateway.store.commands import Commands, RedisPyCommands, field_map
@@ -14,11 +14,13 @@ from gateway.store.redis_client import RedisClient, scan_keys
 from gateway.store.scripts import LuaScript
 
 Fields = dict[str, str]
+_R = TypeVar("_R")
 
 _KIND_BY_VALUE = {kind.value: kind for kind in FlagKind}
-#: Records per ``HGETALL`` batch of a full load, and keys a ``SCAN`` step looks at.
+#: Records per ``HGETALL`` batch of a full load, and keys a ``SCAN`` step looks at (a
+#: step holds Redis, and every gateway's counter calls, for well under a millisecond).
 _LOAD_BATCH = 1000
-_SCAN_COUNT = 10_000
+_SCAN_COUNT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +93,21 @@ class FlagStore:
         return field_map(raw) or None
 
     async def load_all(self) -> dict[FlagKind, dict[str, Fields]]:
-        """Every flag record, by kind and id.
+        """Every flag record's fields, by kind and id."""
+        return await self.load_decoded(_fields_as_they_are, [])
+
+    async def load_decoded(
+        self, decode: Callable[[FlagKind, Fields], _R], bad: list[str]
+    ) -> dict[FlagKind, dict[str, _R]]:
+        """Every flag record, by kind and id, as ``decode`` makes it of its fields; the
+        ids of records it cannot read (KeyError, ValueError) go to ``bad``.
 
         One ``SCAN`` pass over the keyspace for all kinds (only hashes named like
         a flag), then ``HGETALL`` in batches of :data:`_LOAD_BATCH`, each batch one
-        round trip: a million records load in seconds, not minutes.
+        round trip, decoded as it arrives: a million records load in seconds, the
+        event loop is free between batches and raw fields never pile up.
         """
-        loaded: dict[FlagKind, dict[str, Fields]] = {kind: {} for kind in FlagKind}
+        loaded: dict[FlagKind, dict[str, _R]] = {kind: {} for kind in FlagKind}
         batch: list[tuple[FlagKind, str, str]] = []
         async for key in scan_keys(self._redis, ALL_FLAGS_PATTERN, count=_SCAN_COUNT, type_="hash"):
             found = parse_flag_key(key)
@@ -105,13 +115,17 @@ class FlagStore:
                 continue
             batch.append((found[0], found[1], key))
             if len(batch) >= _LOAD_BATCH:
-                await self._load_batch(batch, loaded)
+                await self._load_batch(batch, decode, bad, loaded)
                 batch = []
-        await self._load_batch(batch, loaded)
+        await self._load_batch(batch, decode, bad, loaded)
         return loaded
 
     async def _load_batch(
-        self, batch: list[tuple[FlagKind, str, str]], into: dict[FlagKind, dict[str, Fields]]
+        self,
+        batch: list[tuple[FlagKind, str, str]],
+        decode: Callable[[FlagKind, Fields], _R],
+        bad: list[str],
+        into: dict[FlagKind, dict[str, _R]],
     ) -> None:
         if not batch:
             return
@@ -119,8 +133,16 @@ class FlagStore:
         self.records_read += len(batch)
         for (kind, record_id, _), reply in zip(batch, replies, strict=True):
             fields = field_map(reply)
-            if fields:  # expired between SCAN and HGETALL
-                into[kind][record_id] = fields
+            if not fields:  # expired between SCAN and HGETALL
+                continue
+            try:
+                into[kind][record_id] = decode(kind, fields)
+            except (KeyError, ValueError):
+                bad.append(record_id)
+
+
+def _fields_as_they_are(kind: FlagKind, fields: Fields) -> Fields:
+    return fields
 
 
 def _text(value: Any) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from gateway.snapshot import Snapshot, now_ms
+from gateway.heap import no_full_collections
+from gateway.snapshot import Snapshot, decode_record, now_ms
 from gateway.store.flags import FlagChange, FlagStore
 from gateway.store.redis_client import STORE_ERRORS, PubSubSource
 from gateway.tasks import stop_task
@@ -107,9 +108,11 @@ class SnapshotFollower:
         try:
             await pubsub.subscribe(self._store.channel)
             await self._await_subscribed(pubsub)
-            async with asyncio.timeout(_LOAD_TIMEOUT_S):
-                records = await self._store.load_all()
-            unreadable = self._snapshot.replace_all(records)
+            unreadable: list[str] = []
+            with no_full_collections():  # a million new records would set off ~10 (gateway.heap)
+                async with asyncio.timeout(_LOAD_TIMEOUT_S):
+                    records = await self._store.load_decoded(decode_record, unreadable)
+                self._snapshot.install(records)
             if unreadable:
                 log.error(
                     "snapshot.unreadable_records", keys=unreadable[:20], count=len(unreadable)

@@ -9,7 +9,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.model import FlagKind
+from gateway.model import FlagKind, StateRecord
+from gateway.snapshot import decode_record
 from gateway.store.autopipe import AutoPipeline
 from gateway.store.commands import Commands, RedisPyCommands, field_map
 from gateway.store.flags import FlagStore
@@ -100,5 +101,27 @@ async def test_a_full_load_reads_every_kind_in_one_pass_and_skips_other_keys(
             for record_id, fields in records.items()
         } == written
         assert store.records_read == len(written)
+    finally:
+        await client.aclose()
+
+
+async def test_a_decoded_load_reads_records_as_they_arrive_and_reports_unreadable_ones(
+    redis_server: EmbeddedRedis, commands: Commands
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        store = FlagStore(client, bulk=commands)
+        await client.hset(flag_key(FlagKind.ACCOUNT_STATE, "alice"), mapping={"value": "3"})
+        await client.hset(flag_key(FlagKind.ACCOUNT_STATE, "bob"), mapping={"value": "frozen"})
+        await client.hset(flag_key(FlagKind.GROUP_MEMBER, "carol"), mapping={"group": "g1"})
+        bad: list[str] = []
+
+        loaded = await store.load_decoded(decode_record, bad)
+
+        assert bad == ["bob"]  # the only unreadable one
+        alice = loaded[FlagKind.ACCOUNT_STATE]["alice"]
+        assert isinstance(alice, StateRecord) and alice.value == 3
+        assert set(loaded[FlagKind.ACCOUNT_STATE]) == {"alice"}
+        assert loaded[FlagKind.GROUP_MEMBER]["carol"].group_id == "g1"
     finally:
         await client.aclose()

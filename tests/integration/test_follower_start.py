@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 from redis.asyncio import Redis
 
@@ -12,6 +15,7 @@ from gateway.store import FlagStore, SnapshotFollower, follower_client, hot_clie
 from gateway.store.keys import flag_key
 
 RECORDS = 20_000
+_R = TypeVar("_R")
 
 # Server-side seeding: one call writes every record in the format of flag_write.lua.
 _SEED = """
@@ -74,11 +78,13 @@ class _FailsOnce(FlagStore):
 
     failures = 0
 
-    async def load_all(self) -> dict[FlagKind, dict[str, dict[str, str]]]:
+    async def load_decoded(
+        self, decode: Callable[[FlagKind, dict[str, str]], _R], bad: list[str]
+    ) -> dict[FlagKind, dict[str, _R]]:
         if not self.failures:
             self.failures += 1
             raise RuntimeError("a defect in the load")
-        return await super().load_all()
+        return await super().load_decoded(decode, bad)
 
 
 async def test_a_defect_in_a_load_is_retried_not_the_end_of_the_follower(redis_url: str) -> None:
