@@ -54,9 +54,12 @@ class AuditConfig:
     #: Decisions waiting to be written, at most; beyond it they are dropped and counted.
     queue_limit: int = 100_000
     flush_interval_s: float = 0.05
-    #: Records per write. Small, so that a refusal storm's backlog goes out in short
-    #: writes between which the order path's calls are served (docs/operations.md).
+    #: Records per write while the writer keeps up: small, so that a write holds the
+    #: order path up briefly (docs/operations.md).
     batch_size: int = 64
+    #: Records per write once more than ten writes' worth wait: draining the backlog
+    #: fast then matters more than how long each write holds the order path up.
+    backlog_batch_size: int = 500
 
 
 class AuditWriter:
@@ -143,7 +146,10 @@ class AuditWriter:
         """Write everything queued now, batch by batch; on failure keep the batch for a retry."""
         while self._pending or self._queue:
             if not self._pending:
-                count = min(len(self._queue), self.config.batch_size)
+                waiting, size = len(self._queue), self.config.batch_size
+                if waiting > 10 * size:
+                    size = self.config.backlog_batch_size
+                count = min(waiting, size)
                 self._pending = [self._queue.popleft() for _ in range(count)]
             try:
                 await self._write(self._pending)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -12,7 +14,7 @@ from gateway.embedded_redis import EmbeddedRedis
 from gateway.metrics import Metrics
 from gateway.reasons import Denial, Reason
 from gateway.snapshot import Snapshot
-from gateway.store.commands import RedisPyCommands
+from gateway.store.commands import Arg, RedisPyCommands
 from gateway.store.keys import DECISIONS_STREAM
 from gateway.store.redis_client import hot_client
 
@@ -194,4 +196,38 @@ async def test_a_clean_shutdown_writes_the_backlog_and_logs_no_failure(
     assert await redis.xlen(DECISIONS_STREAM) == 200
     assert audit.lost == 0
     assert recorder.events == []  # no "recovered" after failures that never happened
+    await redis.aclose()
+
+
+class _WriteSizes(RedisPyCommands):
+    """Real writes, with the size of each one noted."""
+
+    sizes: list[int]
+
+    async def execute_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        self.sizes.append(len(commands))
+        return await super().execute_many(commands)
+
+
+async def test_writes_are_small_while_the_writer_keeps_up_and_large_for_a_backlog(
+    redis_url: str,
+) -> None:
+    redis = hot_client(redis_url)
+    commands = _WriteSizes(redis)
+    commands.sizes = []
+    snapshot = Snapshot()
+    audit = AuditWriter(commands, snapshot, Metrics(snapshot, "t", "v1"), "t", "v1",
+                        AuditConfig(max_len=0))  # fmt: skip
+    for n in range(300):  # what one flush interval holds at a few thousand orders a second
+        audit.decision(decision(n))
+    await audit.flush()
+    assert commands.sizes == [64, 64, 64, 64, 44]
+
+    commands.sizes = []
+    for n in range(3000):  # a backlog: more than ten small writes' worth
+        audit.decision(decision(n))
+    await audit.flush()
+    assert commands.sizes[:4] == [500, 500, 500, 500]
+    assert sum(commands.sizes) == 3000 and commands.sizes[-1] <= 64
+    assert await redis.xlen(DECISIONS_STREAM) == 3300
     await redis.aclose()
