@@ -1,9 +1,9 @@
 """Where the counter step (``gateway/counters``, one Lua round trip per order) plugs in.
 
 The suite measures the full decision as ``PreTradeEngine.screen`` of an order
-that passes every check. Today that is the local checks only; once the counter
-step is hooked into ``screen`` the same measurements include its round trip,
-with no change to the scenarios. What changes with it is decided here:
+that passes every check, counter call included. What depends on the counter
+step is decided here, so the scenarios still run (and say so) on a tree
+without it:
 
 * :func:`counters_present` switches on the figures that need the counter step
   (round trips of a full decision expected to be 1, the 1.3x-of-EVALSHA and
@@ -12,14 +12,10 @@ with no change to the scenarios. What changes with it is decided here:
   peer library in the ``peer`` scenario and declared for the gateway by
   :func:`bench_policy`;
 * :func:`bench_policy` is the policy every gateway of the suite runs with:
-  ``bench/policy`` (the symbols), plus, when the counter step is present, the
-  three checks as ``order_rate`` limits for every account (``[limits.default]``,
-  the policy syntax of ``docs/counters.md``);
+  ``bench/policy`` (the symbols), plus the three checks as ``order_rate``
+  limits for every account (``[limits.default]``, the policy syntax of
+  ``docs/counters.md``);
 * :func:`our_side` is our side of the peer comparison.
-
-So nothing needs to change when the counter step arrives; adjust
-:func:`limits_toml` if its policy syntax differs, :func:`our_side` if the full
-decision is not the right thing to compare.
 """
 
 from __future__ import annotations
