@@ -36,6 +36,15 @@ async def commands(
             await client.aclose()
 
 
+@pytest.fixture
+async def client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
 async def test_a_batch_of_one_is_a_list_of_one_reply(commands: Commands) -> None:
     await commands.execute_many([("RPUSH", "l", "a", "b", "c"), ("HSET", "h", "f", "v")])
     assert await commands.execute_many([("LRANGE", "l", 0, -1)]) == [["a", "b", "c"]]
@@ -73,55 +82,47 @@ def test_flag_keys_are_told_from_other_keys() -> None:
 
 
 async def test_a_full_load_reads_every_kind_in_one_pass_and_skips_other_keys(
-    redis_server: EmbeddedRedis, commands: Commands
+    client: aioredis.Redis, commands: Commands
 ) -> None:
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        store = FlagStore(client, bulk=commands)
-        written = {
-            (FlagKind.ACCOUNT_STATE, f"acct-{i}"): {"value": str(i % 3 + 1), "actor": "ops"}
-            for i in range(2500)  # several batches
-        }
-        written[(FlagKind.KILL_SWITCH, "product:spot")] = {"value": "1"}
-        written[(FlagKind.SYMBOL_STATUS, "BTC-USDT")] = {"value": "2"}
-        async with client.pipeline(transaction=False) as pipe:
-            for (kind, record_id), fields in written.items():
-                pipe.hset(flag_key(kind, record_id), mapping=fields)
-            pipe.hset("pt:{acct:alice}:day", mapping={"day": "1"})  # a counter, not a flag
-            pipe.hset("pt:nope:{x}", mapping={"value": "1"})  # no such kind
-            pipe.set(flag_key(FlagKind.ACCOUNT_STATE, "not-a-hash"), "1")
-            await pipe.execute()
+    store = FlagStore(client, bulk=commands)
+    written = {
+        (FlagKind.ACCOUNT_STATE, f"acct-{i}"): {"value": str(i % 3 + 1), "actor": "ops"}
+        for i in range(2500)  # several batches
+    }
+    written[(FlagKind.KILL_SWITCH, "product:spot")] = {"value": "1"}
+    written[(FlagKind.SYMBOL_STATUS, "BTC-USDT")] = {"value": "2"}
+    async with client.pipeline(transaction=False) as pipe:
+        for (kind, record_id), fields in written.items():
+            pipe.hset(flag_key(kind, record_id), mapping=fields)
+        pipe.hset("pt:{acct:alice}:day", mapping={"day": "1"})  # a counter, not a flag
+        pipe.hset("pt:nope:{x}", mapping={"value": "1"})  # no such kind
+        pipe.set(flag_key(FlagKind.ACCOUNT_STATE, "not-a-hash"), "1")
+        await pipe.execute()
 
-        loaded = await store.load_all()
+    loaded = await store.load_all()
 
-        assert set(loaded) == set(FlagKind)
-        assert {
-            (kind, record_id): fields
-            for kind, records in loaded.items()
-            for record_id, fields in records.items()
-        } == written
-        assert store.records_read == len(written)
-    finally:
-        await client.aclose()
+    assert set(loaded) == set(FlagKind)
+    assert {
+        (kind, record_id): fields
+        for kind, records in loaded.items()
+        for record_id, fields in records.items()
+    } == written
+    assert store.records_read == len(written)
 
 
 async def test_a_decoded_load_reads_records_as_they_arrive_and_reports_unreadable_ones(
-    redis_server: EmbeddedRedis, commands: Commands
+    client: aioredis.Redis, commands: Commands
 ) -> None:
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        store = FlagStore(client, bulk=commands)
-        await client.hset(flag_key(FlagKind.ACCOUNT_STATE, "alice"), mapping={"value": "3"})
-        await client.hset(flag_key(FlagKind.ACCOUNT_STATE, "bob"), mapping={"value": "frozen"})
-        await client.hset(flag_key(FlagKind.GROUP_MEMBER, "carol"), mapping={"group": "g1"})
-        bad: list[str] = []
+    store = FlagStore(client, bulk=commands)
+    await client.hset(flag_key(FlagKind.ACCOUNT_STATE, "alice"), mapping={"value": "3"})
+    await client.hset(flag_key(FlagKind.ACCOUNT_STATE, "bob"), mapping={"value": "frozen"})
+    await client.hset(flag_key(FlagKind.GROUP_MEMBER, "carol"), mapping={"group": "g1"})
+    bad: list[str] = []
 
-        loaded = await store.load_decoded(decode_record, bad)
+    loaded = await store.load_decoded(decode_record, bad)
 
-        assert bad == ["bob"]  # the only unreadable one
-        alice = loaded[FlagKind.ACCOUNT_STATE]["alice"]
-        assert isinstance(alice, StateRecord) and alice.value == 3
-        assert set(loaded[FlagKind.ACCOUNT_STATE]) == {"alice"}
-        assert loaded[FlagKind.GROUP_MEMBER]["carol"].group_id == "g1"
-    finally:
-        await client.aclose()
+    assert bad == ["bob"]  # the only unreadable one
+    alice = loaded[FlagKind.ACCOUNT_STATE]["alice"]
+    assert isinstance(alice, StateRecord) and alice.value == 3
+    assert set(loaded[FlagKind.ACCOUNT_STATE]) == {"alice"}
+    assert loaded[FlagKind.GROUP_MEMBER]["carol"].group_id == "g1"
