@@ -35,6 +35,8 @@ from gateway.snapshot import decode_record, now_ms
 
 POOL = 10_000
 CHECKED = 1_000
+#: Accounts flagged in every gateway of the scenario, whose orders every gateway sees.
+SAME_ACCOUNTS = 1_000
 SEED = 20240601
 
 
@@ -93,10 +95,15 @@ async def _measure(gateway: Gateway, flagged_count: int, start_s: float, rss_bef
     flagged = flagged_accounts(flagged_count)
     active = active_accounts(max(POOL, 100_000))
     refused = [place_order(rng.choice(flagged), rng.choice(trading)) for _ in range(POOL)]
+    # The same orders in every gateway: accounts flagged in all of them (the first
+    # SAME_ACCOUNTS), so that only the size of the snapshot differs, not the traffic.
+    same_rng = random.Random(SEED + 1)
+    common = flagged[:SAME_ACCOUNTS]
+    same = [place_order(same_rng.choice(common), same_rng.choice(trading)) for _ in range(POOL)]
     accepted = [place_order(rng.choice(active), rng.choice(trading)) for _ in range(POOL)]
     screen = keeper.engine.screen
     wrong = 0  # checked on a sample: with the counter step each accepted order is a round trip
-    for request in refused[:CHECKED]:
+    for request in refused[:CHECKED] + same[:CHECKED]:
         wrong += not isinstance(await screen(PLACE, request), Denial)
     for request in accepted[:CHECKED]:
         wrong += await screen(PLACE, request) is not None
@@ -126,7 +133,11 @@ async def _measure(gateway: Gateway, flagged_count: int, start_s: float, rss_bef
         reps = {}
         # With the counter step an accepted order is a Redis round trip: fewer of them.
         accept_count = count // 10 if counters_hook.counters_present() else count
-        for name, pool, n in (("flag_refusal", refused, count), ("accept", accepted, accept_count)):
+        for name, pool, n in (
+            ("flag_refusal_same", same, count),
+            ("flag_refusal", refused, count),
+            ("accept", accepted, accept_count),
+        ):
             collect_garbage()
             samples, elapsed = await time_screen(screen, PLACE, pool, n)
             reps[name] = rep_from_ns(samples, elapsed)

@@ -170,7 +170,9 @@ def evaluate_targets(doc: Doc) -> list[Target]:
             "within 10%",
             drift,
             lambda v: abs(v) <= 0.10,
-            f"{drift:+.1%} ({small:.2f} us -> {large:.2f} us)" if drift is not None else "",
+            f"{drift:+.1%} ({small:.2f} us -> {large:.2f} us){_same_orders(doc)}"
+            if drift is not None
+            else "",
         )
     )
 
@@ -197,12 +199,21 @@ def _case(doc: Doc, name: str) -> float | None:
     return None
 
 
-def _scale(doc: Doc, which: str) -> float | None:
+def _scale(doc: Doc, which: str, figure_name: str = "flag_refusal_p50_us") -> float | None:
     found = scenario(doc, "scale")
     if found is None:
         return None
-    figure = found.get("flag_refusal_p50_us", {}).get(which)
+    figure = found.get(figure_name, {}).get(which)
     return float(figure) if figure is not None else None
+
+
+def _same_orders(doc: Doc) -> str:
+    """The drift when both gateways see the very same orders (only the snapshot differs)."""
+    small = _scale(doc, "small", "flag_refusal_same_p50_us")
+    large = _scale(doc, "large", "flag_refusal_same_p50_us")
+    if not small or not large:
+        return ""
+    return f"; the same orders in both: {large / small - 1:+.1%} ({small:.2f} us -> {large:.2f} us)"
 
 
 # -- Markdown -----------------------------------------------------------------
