@@ -78,7 +78,7 @@ async def _measure(gateway: Gateway, flagged_count: int, start_s: float, rss_bef
     for _ in range(2):
         with no_full_collections():
             t0 = time.perf_counter()
-            records = await keeper.flags.load_decoded(decode_record, [])
+            records = await keeper.flags.load_decoded(decode_record, [], snapshot.empty_tables())
             t1 = time.perf_counter()
             snapshot.install(records)
         load_s.append(t1 - t0)

@@ -25,6 +25,7 @@ from gateway.model import (
     state_record_from_fields,
 )
 from gateway.ops_records import OPS_DECODERS, OpsRecord
+from gateway.records import HotTable
 from gateway.refprice import TradePrices
 from gateway.stp.book import OwnOrders
 from gateway.symbol_limits import ProductSpec
@@ -69,7 +70,8 @@ class Snapshot:
         policy_specs: Mapping[str, SymbolSpec] | None = None,
         products: Mapping[str, ProductSpec] | None = None,
     ) -> None:
-        self.accounts: dict[str, StateRecord] = {}
+        #: Read through :meth:`HotTable.lookup`: it may hold millions of records.
+        self.accounts: HotTable[str, StateRecord] = HotTable()
         self.symbol_status: dict[str, StateRecord] = {}
         self.admin_specs: dict[str, SpecRecord] = {}
         #: Runtime limit overrides by record id; ``limits_generation`` grows with every change.
@@ -105,7 +107,7 @@ class Snapshot:
 
     def account_state(self, account_id: str, at_ms: int) -> StateRecord | None:
         """The account's restriction in force at ``at_ms``, or None when ACTIVE."""
-        record = self.accounts.get(account_id)
+        record = self.accounts.lookup(account_id)
         if record is None or not record.in_force(at_ms):
             return None
         return record
@@ -176,6 +178,13 @@ class Snapshot:
         self.install({kind: _decode(raw.get(kind, {}), DECODERS[kind], bad) for kind in FlagKind})
         return bad
 
+    @staticmethod
+    def empty_tables() -> dict[FlagKind, dict[str, Any]]:
+        """Tables for a full load to fill and :meth:`install` to take as they are."""
+        tables: dict[FlagKind, dict[str, Any]] = {kind: {} for kind in FlagKind}
+        tables[FlagKind.ACCOUNT_STATE] = HotTable()
+        return tables
+
     def install(self, records: Records) -> None:
         """Swap in a full load of decoded records (:func:`decode_record`), after start-up
         or any reconnect. The tables are taken as they are (not copied: a million
@@ -185,7 +194,8 @@ class Snapshot:
             found = records.get(kind)
             return found if found is not None else {}
 
-        self.accounts = table(FlagKind.ACCOUNT_STATE)
+        accounts = table(FlagKind.ACCOUNT_STATE)
+        self.accounts = accounts if isinstance(accounts, HotTable) else HotTable(accounts)
         self.symbol_status = table(FlagKind.SYMBOL_STATUS)
         self.admin_specs = table(FlagKind.SYMBOL_SPEC)
         self.ops = {kind: table(kind) for kind in OPS_DECODERS}

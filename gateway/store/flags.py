@@ -97,17 +97,23 @@ class FlagStore:
         return await self.load_decoded(_fields_as_they_are, [])
 
     async def load_decoded(
-        self, decode: Callable[[FlagKind, Fields], _R], bad: list[str]
+        self,
+        decode: Callable[[FlagKind, Fields], _R],
+        bad: list[str],
+        into: dict[FlagKind, dict[str, _R]] | None = None,
     ) -> dict[FlagKind, dict[str, _R]]:
         """Every flag record, by kind and id, as ``decode`` makes it of its fields; the
-        ids of records it cannot read (KeyError, ValueError) go to ``bad``.
+        ids of records it cannot read (KeyError, ValueError) go to ``bad``. ``into``:
+        the (empty) tables to fill, for a caller that wants its own kind of table.
 
         One ``SCAN`` pass over the keyspace for all kinds (only hashes named like
         a flag), then ``HGETALL`` in batches of :data:`_LOAD_BATCH`, each batch one
         round trip, decoded as it arrives: a million records load in seconds, the
         event loop is free between batches and raw fields never pile up.
         """
-        loaded: dict[FlagKind, dict[str, _R]] = {kind: {} for kind in FlagKind}
+        loaded = into if into is not None else {}
+        for kind in FlagKind:
+            loaded.setdefault(kind, {})
         batch: list[tuple[FlagKind, str, str]] = []
         async for key in scan_keys(self._redis, ALL_FLAGS_PATTERN, count=_SCAN_COUNT, type_="hash"):
             found = parse_flag_key(key)

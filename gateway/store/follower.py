@@ -111,7 +111,9 @@ class SnapshotFollower:
             unreadable: list[str] = []
             with no_full_collections():  # a million new records would set off ~10 (gateway.heap)
                 async with asyncio.timeout(_LOAD_TIMEOUT_S):
-                    records = await self._store.load_decoded(decode_record, unreadable)
+                    records = await self._store.load_decoded(
+                        decode_record, unreadable, self._snapshot.empty_tables()
+                    )
                 self._snapshot.install(records)
             if unreadable:
                 log.error(

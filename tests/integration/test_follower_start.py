@@ -79,12 +79,15 @@ class _FailsOnce(FlagStore):
     failures = 0
 
     async def load_decoded(
-        self, decode: Callable[[FlagKind, dict[str, str]], _R], bad: list[str]
+        self,
+        decode: Callable[[FlagKind, dict[str, str]], _R],
+        bad: list[str],
+        into: dict[FlagKind, dict[str, _R]] | None = None,
     ) -> dict[FlagKind, dict[str, _R]]:
         if not self.failures:
             self.failures += 1
             raise RuntimeError("a defect in the load")
-        return await super().load_decoded(decode, bad)
+        return await super().load_decoded(decode, bad, into)
 
 
 async def test_a_defect_in_a_load_is_retried_not_the_end_of_the_follower(redis_url: str) -> None:

@@ -7,6 +7,7 @@ import gc
 from bench.lib.orders import flag_accounts
 from gateway.engine import Gatekeeper
 from gateway.policy import Policy
+from gateway.records import HotTable
 
 
 async def test_snapshot_records_are_frozen_after_every_load(redis_url: str) -> None:
@@ -14,6 +15,7 @@ async def test_snapshot_records_are_frozen_after_every_load(redis_url: str) -> N
     keeper = await Gatekeeper.open(redis_url, Policy(), auth=False)
     try:
         first = keeper.snapshot.accounts["acct-7"]
+        assert isinstance(keeper.snapshot.accounts, HotTable)  # filled as loaded, not copied
         assert gc.is_tracked(first)
         assert not any(o is first for o in gc.get_objects())  # in the permanent generation
 

@@ -58,3 +58,19 @@ def test_unreadable_records_are_skipped_and_reported() -> None:
         {FlagKind.ACCOUNT_STATE: {"ok": fields(AccountState.FROZEN, 1), "bad": {"value": "x"}}}
     )
     assert bad == ["bad"] and list(snap.accounts) == ["ok"]
+
+
+def test_account_reads_follow_every_change_after_being_read() -> None:
+    """Reads go through a memo of recent accounts: changes, lapses and reloads reach them."""
+    snap = Snapshot()
+    assert snap.account_state("a", 100) is None  # read (and remembered) while active
+    snap.apply(FlagKind.ACCOUNT_STATE, "a", fields(AccountState.FROZEN, 5, expires_ms=200), 5)
+    frozen = snap.account_state("a", 100)
+    assert frozen is not None and frozen.value == AccountState.FROZEN
+    snap.purge_lapsed(300)
+    assert snap.account_state("a", 300) is None
+    snap.replace_all({FlagKind.ACCOUNT_STATE: {"a": fields(AccountState.REDUCE_ONLY, 9)}})
+    reduce_only = snap.account_state("a", 300)
+    assert reduce_only is not None and reduce_only.value == AccountState.REDUCE_ONLY
+    snap.apply(FlagKind.ACCOUNT_STATE, "a", None, 10)
+    assert snap.account_state("a", 300) is None
