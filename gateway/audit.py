@@ -28,6 +28,8 @@ from redis.exceptions import RedisError
 
 from gateway.decisions import Decision, Outcome
 from gateway.metrics import Metrics
+from gateway.reasons import Denial
+from gateway.records import BoundedMemo
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store.commands import Commands
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
@@ -206,12 +208,7 @@ class AuditWriter:
             fields += ("g", group)
         denial = d.denial
         if denial is not None:
-            fields += (
-                "r", denial.reason.value,
-                "msg", denial.message,
-                "l", denial.metadata.get("limit", ""),
-                "md", json.dumps(dict(denial.metadata), separators=(",", ":")),
-            )  # fmt: skip
+            fields += _denial_fields(denial)
         if d.shadowed:
             fields += ("sh", ",".join(s.reason.value for s in d.shadowed))
         return fields
@@ -241,6 +238,27 @@ class AuditWriter:
             final=force or None,
         )
         self._lost_unlogged = {}
+
+
+#: A refusal's fields by the Denial's identity: flag refusals reuse one Denial per refused
+#: account and state (gateway.checks), and a bot retrying in a loop would otherwise have
+#: its metadata turned into JSON again for every record. Each entry keeps its Denial, so
+#: an id is never reused while it is here.
+_DENIAL_FIELDS: BoundedMemo[int, tuple[Denial, tuple[str, ...]]] = BoundedMemo(8_192)
+
+
+def _denial_fields(denial: Denial) -> tuple[str, ...]:
+    found = _DENIAL_FIELDS.get(id(denial))
+    if found is not None and found[0] is denial:
+        return found[1]
+    fields = (
+        "r", denial.reason.value,
+        "msg", denial.message,
+        "l", denial.metadata.get("limit", ""),
+        "md", json.dumps(dict(denial.metadata), separators=(",", ":")),
+    )  # fmt: skip
+    _DENIAL_FIELDS.put(id(denial), (denial, fields))
+    return fields
 
 
 # -- admin actions ------------------------------------------------------------------

@@ -231,3 +231,28 @@ async def test_writes_are_small_while_the_writer_keeps_up_and_large_for_a_backlo
     assert sum(commands.sizes) == 3000 and commands.sizes[-1] <= 64
     assert await redis.xlen(DECISIONS_STREAM) == 3300
     await redis.aclose()
+
+
+async def test_each_record_carries_its_own_refusal_when_refusals_repeat(redis_url: str) -> None:
+    redis = hot_client(redis_url)
+    audit, _ = writer(redis)
+    for n in range(300):  # one reused Denial, and fresh ones (ids may be reused once freed)
+        denial = (
+            REFUSAL
+            if n % 2
+            else Denial(
+                Reason.ORDER_RATE_EXCEEDED, f"rate {n}", {"limit": "order_rate", "count": str(n)}
+            )
+        )
+        audit.decision(Decision(f"r-{n}", 1_700_000_000_000 + n, "PlaceOrder", "a", "BTC-USDT",
+                                Outcome.REFUSE, denial, (), Stage.REDIS, 1000, 0, None))  # fmt: skip
+    await audit.flush()
+    entries = await redis.xrange(DECISIONS_STREAM)
+    assert len(entries) == 300
+    for _, fields in entries:
+        n = int(fields["rid"].removeprefix("r-"))
+        if n % 2:
+            assert fields["r"] == "ACCOUNT_FROZEN" and fields["msg"] == "frozen"
+        else:
+            assert fields["msg"] == f"rate {n}" and f'"count":"{n}"' in fields["md"]
+    await redis.aclose()
