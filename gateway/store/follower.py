@@ -27,6 +27,9 @@ _BACKOFF_MIN_S = 0.05
 #: Reconnect attempts at least this often, so the snapshot is back soon after Redis.
 _BACKOFF_MAX_S = 0.5
 _PURGE_EVERY_S = 1.0
+#: Retries after a defect (not an outage) in a follow: from 1 s, doubling up to 30 s.
+_DEFECT_BACKOFF_MIN_S = 1.0
+_DEFECT_BACKOFF_MAX_S = 30.0
 #: The subscription is pinged every second; this long without an answer, it is
 #: taken as dead, and the snapshot reloaded once a new one is up.
 _LIVENESS_S = 3.0
@@ -84,6 +87,7 @@ class SnapshotFollower:
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
+        defect_backoff = _DEFECT_BACKOFF_MIN_S
         while True:
             reloads = self.reloads
             try:
@@ -91,14 +95,18 @@ class SnapshotFollower:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not isinstance(exc, STORE_ERRORS):
-                    # A defect, not an outage: said loudly, and retried like an outage, so
-                    # the follower never dies with the snapshot left unsynced for good.
-                    log.exception("snapshot.follow_failed")
-                elif self._snapshot.synced:
-                    log.warning("snapshot.unsynced", error=str(exc))
                 self._snapshot.synced = False
+                if not isinstance(exc, STORE_ERRORS):
+                    # A defect, not an outage: said loudly and retried, so the follower
+                    # never dies with the snapshot unsynced for good; but slowly, with a
+                    # backoff no reload resets, since a full load of every flag costs the
+                    # Redis all gateways share and the same defect likely strikes again.
+                    log.exception("snapshot.follow_failed", retry_in_s=defect_backoff)
+                    await asyncio.sleep(defect_backoff)
+                    defect_backoff = min(defect_backoff * 2, _DEFECT_BACKOFF_MAX_S)
+                    continue
                 if self.reloads != reloads:  # it was synced: a fresh outage
+                    log.warning("snapshot.unsynced", error=str(exc))
                     backoff = _BACKOFF_MIN_S
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
