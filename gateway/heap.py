@@ -26,9 +26,14 @@ _saved_threshold: tuple[int, int, int] | None = None
 
 @contextlib.contextmanager
 def no_full_collections() -> Iterator[None]:
-    """No full collections inside the block; young ones go on (nested use is fine)."""
+    """No full collections inside the block; young ones go on (nested use is fine).
+
+    One full collection first, while the snapshot in force is still frozen (so it is
+    cheap): cyclic garbage of the past is freed now, not frozen for good after the load.
+    """
     global _holders, _saved_threshold
     if _holders == 0:
+        gc.collect()
         saved = gc.get_threshold()
         _saved_threshold = saved
         gc.set_threshold(saved[0], saved[1], _NEVER)
@@ -44,6 +49,8 @@ def no_full_collections() -> Iterator[None]:
 
 def freeze_long_lived() -> None:
     """Move everything alive now, the snapshot just loaded above all, to the permanent
-    generation (:func:`gc.freeze`); young garbage is collected first, not kept."""
+    generation (:func:`gc.freeze`); young garbage is collected first, not kept. Cyclic
+    garbage that reached the old generation during the load is frozen with the rest: a
+    load's worth, once per load (the full collection before each load frees the rest)."""
     gc.collect(1)
     gc.freeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import pathlib
 from collections.abc import Iterator
 
@@ -11,6 +12,14 @@ from gateway.embedded_redis import EmbeddedRedis
 from gateway.logs import configure_logging
 
 configure_logging("warning", json=True)
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_heap() -> Iterator[None]:
+    """Gateways freeze the heap after each snapshot load (gateway/heap.py): in a test
+    process that would keep every earlier test's leftovers for good."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture
