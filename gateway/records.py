@@ -97,6 +97,15 @@ class HotTable(dict[_K, _V]):
         self._recent.clear()
         super().update(*args, **kwargs)
 
+    def copy(self) -> HotTable[_K, _V]:
+        return HotTable(self, memo_size=self._recent.limit)
+
+    def __copy__(self) -> HotTable[_K, _V]:
+        return self.copy()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (HotTable, (dict(self),))
+
     def __ior__(self, other: Any) -> HotTable[_K, _V]:  # type: ignore[override,misc]
         self._recent.clear()
         super().__ior__(other)

@@ -45,3 +45,15 @@ def test_the_memo_stays_bounded_and_answers_stay_right() -> None:
     for i in range(2000):
         assert table.lookup(i % 1100) == (i % 1100 if i % 1100 < 1000 else None)
     assert len(table._recent) <= 16
+
+
+def test_copies_and_pickles_have_a_memo_of_their_own() -> None:
+    import copy
+    import pickle
+
+    table = _filled()
+    for other in (copy.copy(table), table.copy(), pickle.loads(pickle.dumps(table))):
+        assert isinstance(other, HotTable) and dict(other) == dict(table)
+        other["a"] = 99
+        assert other.lookup("a") == 99
+        assert table.lookup("a") == 1
