@@ -207,8 +207,14 @@ class Snapshot:
         self._rebuild_symbols()
         self._rebuild_expiries()
         self.last_update_ms = now_ms()
-        for listener in self._reload_listeners:
-            listener()
+        failed: Exception | None = None
+        for listener in self._reload_listeners:  # each one runs, whatever another does
+            try:
+                listener()
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def set_policy_specs(
         self, specs: Mapping[str, SymbolSpec], products: Mapping[str, ProductSpec] | None = None

@@ -74,3 +74,22 @@ def test_account_reads_follow_every_change_after_being_read() -> None:
     assert reduce_only is not None and reduce_only.value == AccountState.REDUCE_ONLY
     snap.apply(FlagKind.ACCOUNT_STATE, "a", None, 10)
     assert snap.account_state("a", 300) is None
+
+
+def test_every_reload_listener_runs_even_when_one_fails() -> None:
+    snap = Snapshot()
+    heard: list[str] = []
+
+    def failing() -> None:
+        heard.append("failing")
+        raise RuntimeError("a defect in a listener")
+
+    snap.on_reload(failing)
+    snap.on_reload(lambda: heard.append("second"))
+    try:
+        snap.replace_all({})
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the listener's failure was swallowed")
+    assert heard == ["failing", "second"]
