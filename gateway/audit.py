@@ -138,7 +138,7 @@ class AuditWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            backoff = min(2.0, self.config.flush_interval_s * (2**self._failures))
+            backoff = min(2.0, self.config.flush_interval_s * (2 ** min(self._failures, 8)))
             await asyncio.sleep(backoff)
             await self.flush()
             if self._lost_unlogged and loop.time() - self._lost_logged_at >= _LOST_LOG_EVERY_S:
