@@ -31,7 +31,7 @@ from gateway.metrics import Metrics
 from gateway.reasons import Denial
 from gateway.records import BoundedMemo
 from gateway.snapshot import Snapshot, now_ms
-from gateway.store.commands import Commands
+from gateway.store.commands import Commands, as_text
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
 from gateway.store.redis_client import RedisClient
 from gateway.tasks import stop_task
@@ -329,8 +329,8 @@ async def list_entries(
         chunk: Any = await redis.xrevrange(stream, max=high, min=low, count=count)
         for raw_id, raw_fields in chunk:
             scanned += 1
-            last_id = _text(raw_id)
-            fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+            last_id = as_text(raw_id)
+            fields = {as_text(k): as_text(v) for k, v in raw_fields.items()}
             if match(fields):
                 found.append((last_id, fields))
                 if len(found) >= page_size:
@@ -344,7 +344,7 @@ async def list_entries(
 async def newest_id(redis: RedisClient, stream: str) -> str:
     """The id of the newest entry ("0-0" for an empty stream): where a watch "from now" starts."""
     newest: Any = await redis.xrevrange(stream, max="+", min="-", count=1)
-    return _text(newest[0][0]) if newest else "0-0"
+    return as_text(newest[0][0]) if newest else "0-0"
 
 
 async def watch_entries(
@@ -356,8 +356,8 @@ async def watch_entries(
         reply: Any = await redis.xread({stream: last}, count=200, block=block_ms)
         for _stream, entries in reply or ():
             for raw_id, raw_fields in entries:
-                last = _text(raw_id)
-                fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+                last = as_text(raw_id)
+                fields = {as_text(k): as_text(v) for k, v in raw_fields.items()}
                 if match(fields):
                     yield last, fields
 
@@ -386,7 +386,3 @@ def action_matcher(actor: str = "", action: str = "", target: str = "") -> Match
         return all(fields.get(key, "") == value for key, value in wanted)
 
     return match
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -63,6 +63,10 @@ class FlagKind(enum.Enum):
     API_KEY = "apikey"
 
 
+#: Each kind by its value, as keys and change messages carry it.
+FLAG_KIND_BY_VALUE: dict[str, FlagKind] = {kind.value: kind for kind in FlagKind}
+
+
 class Channel(enum.Enum):
     """How an order reached the gateway: a program (API) or a person (interactive)."""
 

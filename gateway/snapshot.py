@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from gateway.groups.tables import GROUP_DECODERS, GROUP_KINDS, GroupTables
 from gateway.model import (
+    FLAG_KIND_BY_VALUE,
     FlagKind,
     LimitRecord,
     SpecRecord,
@@ -33,7 +34,6 @@ from gateway.symbol_limits import ProductSpec
 Fields = Mapping[str, str]
 RawFlags = Mapping[FlagKind, Mapping[str, Fields]]
 _R = TypeVar("_R")
-_KIND_BY_VALUE = {kind.value: kind for kind in FlagKind}
 
 
 #: Decoded records by kind and id, as :meth:`Snapshot.install` takes them.
@@ -230,7 +230,7 @@ class Snapshot:
         expiries = self._expiries
         while expiries and expiries[0][0] <= at_ms:
             expires_ms, kind, key = heapq.heappop(expiries)
-            table = self._ttl_table(_KIND_BY_VALUE[kind])
+            table = self._ttl_table(FLAG_KIND_BY_VALUE[kind])
             record = table.get(key) if table is not None else None
             if table is not None and record is not None and record.expires_ms == expires_ms:
                 del table[key]

@@ -67,7 +67,7 @@ class CounterStore(Protocol):
 
 
 class RedisCounterStore:
-    """``commands``: the order path's connection (:func:`~gateway.store.commands.commands_for`).
+    """``commands``: the order path's connection (:class:`~gateway.store.commands.Commands`).
     ``clock_us`` pins the time the script uses (tests only); by default Redis ``TIME``."""
 
     def __init__(self, commands: Commands, clock_us: Callable[[], int] | None = None) -> None:

@@ -70,8 +70,9 @@ def field_map(reply: Any) -> dict[str, str]:
         fields = dict(zip(it, it, strict=True))
     if not fields or type(next(iter(fields))) is str:
         return fields
-    return {_text(k): _text(v) for k, v in fields.items()}
+    return {as_text(k): as_text(v) for k, v in fields.items()}
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A reply's string, decoded when the client did not decode it."""
     return value.decode() if isinstance(value, bytes) else str(value)

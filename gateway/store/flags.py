@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from gateway.model import FlagKind
+from gateway.model import FLAG_KIND_BY_VALUE, FlagKind
 from gateway.store.commands import Commands, RedisPyCommands, field_map
 from gateway.store.keys import ALL_FLAGS_PATTERN, CHANGES_CHANNEL, flag_key, parse_flag_key
 from gateway.store.redis_client import RedisClient, scan_keys
@@ -16,7 +16,6 @@ from gateway.store.scripts import LuaScript
 Fields = dict[str, str]
 _R = TypeVar("_R")
 
-_KIND_BY_VALUE = {kind.value: kind for kind in FlagKind}
 #: Records per ``HGETALL`` batch of a full load, and keys a ``SCAN`` step looks at (a
 #: step holds Redis, and every gateway's counter calls, for well under a millisecond).
 _LOAD_BATCH = 1000
@@ -37,7 +36,7 @@ class FlagChange:
         message = json.loads(payload)
         fields = message.get("f")
         return cls(
-            kind=_KIND_BY_VALUE[message["k"]],
+            kind=FLAG_KIND_BY_VALUE[message["k"]],
             record_id=str(message["id"]),
             fields={str(k): str(v) for k, v in fields.items()} if fields is not None else None,
             version=int(message["v"]),
@@ -86,7 +85,9 @@ class FlagStore:
                 args.extend((name, value))
         key = flag_key(kind, record_id)
         old, new, version = await self._write_script(self._redis, [key], args)
-        return WriteResult(old=_pairs(old) or None, new=_pairs(new) or None, version=int(version))
+        return WriteResult(
+            old=field_map(old) or None, new=field_map(new) or None, version=int(version)
+        )
 
     async def read(self, kind: FlagKind, record_id: str) -> Fields | None:
         raw = await self._redis.hgetall(flag_key(kind, record_id))
@@ -149,11 +150,3 @@ class FlagStore:
 
 def _fields_as_they_are(kind: FlagKind, fields: Fields) -> Fields:
     return fields
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(flat: list[Any]) -> Fields:
-    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}

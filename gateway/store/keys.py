@@ -6,7 +6,7 @@ all keys a script touches for it live in one Redis Cluster slot.
 
 from __future__ import annotations
 
-from gateway.model import FlagKind
+from gateway.model import FLAG_KIND_BY_VALUE, FlagKind
 
 PREFIX = "pt"
 #: Pub/sub channel on which every flag change is announced.
@@ -26,8 +26,6 @@ def flag_key(kind: FlagKind, record_id: str) -> str:
 #: by :func:`parse_flag_key`.
 ALL_FLAGS_PATTERN = f"{PREFIX}:*:{{*}}"
 
-_KINDS = {kind.value: kind for kind in FlagKind}
-
 
 def parse_flag_key(key: str) -> tuple[FlagKind, str] | None:
     """The kind and record id of a flag key; None for any other key."""
@@ -35,7 +33,7 @@ def parse_flag_key(key: str) -> tuple[FlagKind, str] | None:
     if head != PREFIX or not sep:
         return None
     value, sep, tagged = rest.partition(":")
-    kind = _KINDS.get(value)
+    kind = FLAG_KIND_BY_VALUE.get(value)
     if kind is None or len(tagged) < 2 or tagged[0] != "{" or tagged[-1] != "}":
         return None
     return kind, tagged[1:-1]
