@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from gateway.decisions import Decision, Outcome
 from gateway.metrics import Metrics
 from gateway.reasons import Denial
-from gateway.records import BoundedMemo
+from gateway.records import IdentityMemo
 from gateway.snapshot import Snapshot, now_ms
 from gateway.store.commands import Commands, as_text
 from gateway.store.keys import ADMIN_STREAM, DECISIONS_STREAM
@@ -240,25 +240,23 @@ class AuditWriter:
         self._lost_unlogged = {}
 
 
-#: A refusal's fields by the Denial's identity: flag refusals reuse one Denial per refused
-#: account and state (gateway.checks), and a bot retrying in a loop would otherwise have
-#: its metadata turned into JSON again for every record. Each entry keeps its Denial, so
-#: an id is never reused while it is here.
-_DENIAL_FIELDS: BoundedMemo[int, tuple[Denial, tuple[str, ...]]] = BoundedMemo(8_192)
+#: A refusal's fields by the Denial: flag refusals reuse one Denial per refused account and
+#: state (gateway.checks), and a bot retrying in a loop would otherwise have its metadata
+#: turned into JSON again for every record.
+_DENIAL_FIELDS: IdentityMemo[Denial, tuple[str, ...]] = IdentityMemo(8_192)
 
 
 def _denial_fields(denial: Denial) -> tuple[str, ...]:
-    found = _DENIAL_FIELDS.get(id(denial))
-    if found is not None and found[0] is denial:
-        return found[1]
+    found = _DENIAL_FIELDS.get(denial)
+    if found is not None:
+        return found
     fields = (
         "r", denial.reason.value,
         "msg", denial.message,
         "l", denial.metadata.get("limit", ""),
         "md", json.dumps(dict(denial.metadata), separators=(",", ":")),
     )  # fmt: skip
-    _DENIAL_FIELDS.put(id(denial), (denial, fields))
-    return fields
+    return _DENIAL_FIELDS.put(denial, fields)
 
 
 # -- admin actions ------------------------------------------------------------------

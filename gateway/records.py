@@ -11,8 +11,9 @@ gone.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, Generic, TypeVar, dataclass_transform
 
 _T = TypeVar("_T")
 
@@ -24,6 +25,7 @@ def hot_record(cls: type[_T]) -> type[_T]:
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+_O = TypeVar("_O")
 
 
 class BoundedMemo(dict[_K, _V]):
@@ -41,6 +43,26 @@ class BoundedMemo(dict[_K, _V]):
         if len(self) >= self.limit:
             self.clear()
         self[key] = value
+        return value
+
+
+class IdentityMemo(Generic[_O, _V]):
+    """What was computed from an object that is never modified, by the object's identity
+    (and a tag): cheaper than hashing the object, and right because each entry holds its
+    object, so its id is not reused while the entry lives. Bounded like
+    :class:`BoundedMemo`."""
+
+    __slots__ = ("_memo",)
+
+    def __init__(self, limit: int) -> None:
+        self._memo: BoundedMemo[Hashable, tuple[_O, _V]] = BoundedMemo(limit)
+
+    def get(self, obj: _O, tag: Hashable = None) -> _V | None:
+        found = self._memo.get(id(obj) if tag is None else (id(obj), tag))
+        return found[1] if found is not None and found[0] is obj else None
+
+    def put(self, obj: _O, value: _V, tag: Hashable = None) -> _V:
+        self._memo.put(id(obj) if tag is None else (id(obj), tag), (obj, value))
         return value
 
 

@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.reasons import Denial, FieldViolation, invalid
-from gateway.records import BoundedMemo
+from gateway.records import IdentityMemo
 
 DOMAIN = "pretrade.v1"
 
@@ -52,18 +52,16 @@ def to_grpc_status(denial: Denial) -> grpc.Status:
     """The rich status of ``denial``. A flag refusal seen before (the checks hand out one
     denial object per refused account and state, per halted symbol) is rendered once:
     building and encoding the details costs more than deciding."""
-    found = _RENDERED.get(id(denial))
-    if found is not None and found[0] is denial:
-        return found[1]
+    found = _RENDERED.get(denial)
+    if found is not None:
+        return found
     status: grpc.Status = rpc_status.to_status(to_status_proto(denial))
     if denial.retry_after_ms is not None or denial.violations:
         return status  # throttles and bad input: a new denial each time
-    # The entry holds the denial itself, so its id is not reused while the entry lives.
-    _RENDERED.put(id(denial), (denial, status))
-    return status
+    return _RENDERED.put(denial, status)
 
 
-_RENDERED: BoundedMemo[int, tuple[Denial, grpc.Status]] = BoundedMemo(8_192)
+_RENDERED: IdentityMemo[Denial, grpc.Status] = IdentityMemo(8_192)
 
 
 def _pack(message: object) -> any_pb2.Any:

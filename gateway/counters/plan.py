@@ -39,7 +39,7 @@ from gateway.counters.limits import (
 from gateway.counters.resolve import EffectiveLimits, Sourced
 from gateway.decimals import format_decimal
 from gateway.model import Action
-from gateway.records import BoundedMemo, hot_record
+from gateway.records import IdentityMemo, hot_record
 from gateway.reliability.idempotency import FREE_RETRIES
 from gateway.validation import OrderCall
 
@@ -241,17 +241,15 @@ def _windows(
 
 #: What every call with the same rate windows shares (everything but the subject's
 #: keys), by the windows tuple's identity: the tuples live as long as the resolver
-#: caches their limits, and the entry keeps its tuple so an id is never reused.
+#: caches their limits.
 _WindowOp = tuple[str, int, bool, str, str, Check]
-_WINDOW_OPS: BoundedMemo[
-    tuple[int, LimitKind], tuple[tuple[Sourced[Window], ...], list[_WindowOp]]
-] = BoundedMemo(4096)
+_WINDOW_OPS: IdentityMemo[tuple[Sourced[Window], ...], list[_WindowOp]] = IdentityMemo(4096)
 
 
 def _window_ops(windows: tuple[Sourced[Window], ...], kind: LimitKind) -> list[_WindowOp]:
-    found = _WINDOW_OPS.get((id(windows), kind))
-    if found is not None and found[0] is windows:
-        return found[1]
+    found = _WINDOW_OPS.get(windows, kind)
+    if found is not None:
+        return found
     ops = []
     for sourced in windows:
         window = sourced.value
@@ -266,8 +264,7 @@ def _window_ops(windows: tuple[Sourced[Window], ...], kind: LimitKind) -> list[_
                 Check(kind, window.window_text, sourced.source),
             )
         )
-    _WINDOW_OPS.put((id(windows), kind), (windows, ops))
-    return ops
+    return _WINDOW_OPS.put(windows, ops, kind)
 
 
 @functools.lru_cache(maxsize=65_536)
