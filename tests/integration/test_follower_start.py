@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import pytest
@@ -27,50 +28,50 @@ return 1
 """
 
 
-async def test_a_long_but_progressing_load_is_waited_for(redis_url: str) -> None:
+async def _seed(redis_url: str, records: int = RECORDS) -> None:
     seed = Redis.from_url(redis_url, decode_responses=True)
     prefix = flag_key(FlagKind.ACCOUNT_STATE, "acct-")[:-1]
-    await seed.eval(_SEED, 0, RECORDS, prefix)  # type: ignore[misc]
+    await seed.eval(_SEED, 0, records, prefix)  # type: ignore[misc]
     await seed.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _following(
+    redis_url: str, store_type: type[FlagStore] = FlagStore
+) -> AsyncIterator[tuple[FlagStore, Snapshot, SnapshotFollower]]:
+    """A follower on its own clients (not started); stopped and closed afterwards."""
     hot, follower_redis = hot_client(redis_url), follower_client(redis_url)
-    store, snapshot = FlagStore(hot), Snapshot()
+    store, snapshot = store_type(hot), Snapshot()
     follower = SnapshotFollower(follower_redis, store, snapshot)
     try:
-        # Far shorter than reading 20,000 records takes; each window still sees batches arrive.
-        await follower.start(timeout_s=0.2)
-        assert len(snapshot.accounts) == RECORDS
-        assert store.records_read >= RECORDS
+        yield store, snapshot, follower
     finally:
         await follower.stop()
         await hot.aclose()
         await follower_redis.aclose()
 
 
+async def test_a_long_but_progressing_load_is_waited_for(redis_url: str) -> None:
+    await _seed(redis_url)
+    async with _following(redis_url) as (store, snapshot, follower):
+        # Far shorter than reading 20,000 records takes; each window still sees batches arrive.
+        await follower.start(timeout_s=0.2)
+        assert len(snapshot.accounts) == RECORDS
+        assert store.records_read >= RECORDS
+
+
 async def test_no_redis_still_fails_after_the_timeout() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    hot, follower_redis = hot_client(url), follower_client(url)
-    follower = SnapshotFollower(follower_redis, FlagStore(hot), Snapshot())
-    try:
+    async with _following(url) as (_, _, follower):
         with pytest.raises(ConnectionError, match="in time"):
             await follower.start(timeout_s=0.3)
-    finally:
-        await hot.aclose()
-        await follower_redis.aclose()
 
 
 async def test_the_whole_wait_is_bounded_too(redis_url: str) -> None:
-    seed = Redis.from_url(redis_url, decode_responses=True)
-    prefix = flag_key(FlagKind.ACCOUNT_STATE, "acct-")[:-1]
-    await seed.eval(_SEED, 0, RECORDS, prefix)  # type: ignore[misc]
-    await seed.aclose()
-    hot, follower_redis = hot_client(redis_url), follower_client(redis_url)
-    follower = SnapshotFollower(follower_redis, FlagStore(hot), Snapshot())
-    try:
+    await _seed(redis_url)
+    async with _following(redis_url) as (_, _, follower):
         with pytest.raises(ConnectionError, match="in time"):
             await follower.start(timeout_s=0.05, limit_s=0.05)
-    finally:
-        await hot.aclose()
-        await follower_redis.aclose()
 
 
 class _FailsOnce(FlagStore):
@@ -91,17 +92,8 @@ class _FailsOnce(FlagStore):
 
 
 async def test_a_defect_in_a_load_is_retried_not_the_end_of_the_follower(redis_url: str) -> None:
-    seed = Redis.from_url(redis_url, decode_responses=True)
-    await seed.hset(flag_key(FlagKind.ACCOUNT_STATE, "alice"), mapping={"value": "3"})
-    await seed.aclose()
-    hot, follower_redis = hot_client(redis_url), follower_client(redis_url)
-    store, snapshot = _FailsOnce(hot), Snapshot()
-    follower = SnapshotFollower(follower_redis, store, snapshot)
-    try:
+    await _seed(redis_url, records=1)
+    async with _following(redis_url, _FailsOnce) as (store, snapshot, follower):
         await follower.start(timeout_s=2.0)
-        assert store.failures == 1
-        assert snapshot.synced and "alice" in snapshot.accounts
-    finally:
-        await follower.stop()
-        await hot.aclose()
-        await follower_redis.aclose()
+        assert isinstance(store, _FailsOnce) and store.failures == 1
+        assert snapshot.synced and "acct-1" in snapshot.accounts
