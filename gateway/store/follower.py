@@ -146,7 +146,7 @@ class SnapshotFollower:
                 if _is_pong(response):
                     last_pong = loop.time()
                 elif response is not None:
-                    message = await pubsub.handle_message(  # type: ignore[no-untyped-call]
+                    message = await pubsub.handle_message(  # type: ignore[no-untyped-call,unused-ignore]
                         response, ignore_subscribe_messages=True
                     )
                     if message is not None and message.get("type") == "message":
@@ -161,7 +161,7 @@ class SnapshotFollower:
                     await pubsub.ping(_PING_PAYLOAD)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     @staticmethod
     async def _await_subscribed(pubsub: Any) -> None:
