@@ -139,15 +139,10 @@ def build_plan(
     reference_price: ReferencePrice | None = None,
     idempotency_ms: int = 0,
 ) -> CounterPlan:
-    b = _Builder()
-    record: PlacementRecord | None = None
-    retry_key = ""
     if call.action is Action.PLACE:
-        record = _place(b, call, limits, subject, policy, reference_price)
-        if idempotency_ms and call.client_order_id and any(op[0] in _SPENDS for op in b.ops):
-            retry_key = idempotency_key(subject, call.account_id, call.client_order_id)
-            b.op("I", b.key(retry_key), str(idempotency_ms), str(FREE_RETRIES))
-    elif call.action is Action.CANCEL:
+        return _place_plan(call, limits, subject, policy, reference_price, idempotency_ms)
+    b = _Builder()
+    if call.action is Action.CANCEL:
         _cancel(b, call, limits, subject)
     else:
         _amend(b, call, limits, subject, policy)
@@ -157,39 +152,87 @@ def build_plan(
         ops=tuple(b.ops),
         checks=tuple(b.checks),
         day_start_ms=policy.day_start_ms,
-        record=record,
-        idempotency_key=retry_key,
     )
 
 
-def _place(
-    b: _Builder,
+@hot_record
+class _PlaceCounts:
+    """The part of a place's plan that depends only on its limits, its counting subject,
+    whether it is large and whether it is reduce-only: every budget and tally it spends."""
+
+    keys: tuple[str, ...]
+    ops: tuple[tuple[str, str, str, str, str], ...]
+    checks: tuple[Check | None, ...]
+    spends: bool
+
+
+#: :class:`_PlaceCounts` by the limits' identity (the resolver shares one limits object
+#: per symbol, or per account with limits of its own) and (subject, large, reduce-only):
+#: a bot placing again and again builds that part of its plan once.
+_PLACE_COUNTS: IdentityMemo[EffectiveLimits, _PlaceCounts] = IdentityMemo(65_536)
+
+
+def _place_plan(
     call: OrderCall,
     limits: EffectiveLimits,
     subject: str,
     policy: CounterPolicy,
     reference_price: ReferencePrice | None,
-) -> PlacementRecord | None:
+    idempotency_ms: int,
+) -> CounterPlan:
+    """The budgets and tallies (memoised), then what only this order has: the record of
+    its admission and its retry record, both keyed by its client order id."""
+    large = False
+    if limits.large_notional is not None:
+        price = call.price
+        if price is None and call.order_type == pb.ORDER_TYPE_MARKET and reference_price:
+            price = reference_price(call.symbol)
+        large = _is_large(limits, call.quantity, price)
+    tag = (subject, large, call.reduce_only)
+    counts = _PLACE_COUNTS.get(limits, tag)
+    if counts is None:
+        counts = _PLACE_COUNTS.put(
+            limits, _place_counts(limits, subject, large, call.reduce_only), tag
+        )
+    ttl_ms = _record_ttl(limits, large, policy)
+    record = None if ttl_ms is None else PlacementRecord(subject, call.account_id, large, ttl_ms)
+    client_id = call.client_order_id
+    retry = bool(idempotency_ms and client_id and counts.spends)
+    if not client_id or (record is None and not retry):
+        return CounterPlan(
+            subject, counts.keys, counts.ops, counts.checks, policy.day_start_ms, record
+        )
+    keys, ops, checks = list(counts.keys), list(counts.ops), list(counts.checks)
+    if record is not None:
+        # Remembered at admission already, so a cancel by client order id sent
+        # before the exchange has answered still sees the order's age.
+        keys.append(order_record_key(subject, call.account_id, client_id=client_id))
+        ops.append(("S", str(len(keys)), str(record.ttl_ms), "1" if large else "0", ""))
+        checks.append(None)
+    retry_key = ""
+    if retry:
+        retry_key = idempotency_key(subject, call.account_id, client_id)
+        keys.append(retry_key)
+        ops.append(("I", str(len(keys)), str(idempotency_ms), str(FREE_RETRIES), ""))
+        checks.append(None)
+    return CounterPlan(
+        subject, tuple(keys), tuple(ops), tuple(checks), policy.day_start_ms, record, retry_key
+    )
+
+
+def _place_counts(
+    limits: EffectiveLimits, subject: str, large: bool, reduce_only: bool
+) -> _PlaceCounts:
+    b = _Builder()
     _windows(b, subject, limits, LimitKind.ORDER_RATE)
-    price = call.price
-    if price is None and call.order_type == pb.ORDER_TYPE_MARKET and reference_price is not None:
-        price = reference_price(call.symbol)
-    large = _is_large(limits, call.quantity, price)
     if large:
         _windows(b, subject, limits, LimitKind.LARGE_ORDER_RATE)
-    if not call.reduce_only:
+    if not reduce_only:
         _daily_open(b, subject, limits)
     if limits.tally:
         b.op("T", b.key(day_key(subject)), "orders")
-    ttl_ms = _record_ttl(limits, large, policy)
-    if ttl_ms is None:
-        return None
-    if call.client_order_id:
-        # Remembered at admission already, so a cancel by client order id sent
-        # before the exchange has answered still sees the order's age.
-        key = order_record_key(subject, call.account_id, client_id=call.client_order_id)
-        b.op("S", b.key(key), str(ttl_ms), "1" if large else "0")
-    return PlacementRecord(subject, call.account_id, large, ttl_ms)
+    spends = any(op[0] in _SPENDS for op in b.ops)
+    return _PlaceCounts(tuple(b.keys), tuple(b.ops), tuple(b.checks), spends)
 
 
 def _cancel(b: _Builder, call: OrderCall, limits: EffectiveLimits, subject: str) -> None:

@@ -114,6 +114,8 @@ class LimitResolver:
         self._seen_generation = -1
         self._valid_until = _NEVER
         self._overrides: dict[ScopeRef, dict[LimitKind, Override]] = {}
+        #: Accounts with limits of their own (policy tables or overrides).
+        self._own_limits: frozenset[str] = frozenset()
         self._any_ratio = False
 
     @property
@@ -131,8 +133,7 @@ class LimitResolver:
     def effective(self, account_id: str, symbol: str, now_ms: int) -> EffectiveLimits:
         self._refresh(now_ms)
         # Most accounts have no limits of their own: they share one entry per symbol.
-        own = ScopeRef(Scope.ACCOUNT, account_id)
-        if own not in self._overrides and own not in self._policy.tables:
+        if account_id not in self._own_limits:
             account_id = ""
         cache_key = (account_id, symbol)
         found = self._cache.get(cache_key)
@@ -165,6 +166,11 @@ class LimitResolver:
                 log.error("limits.bad_override", record_id=record_id, error=str(exc))
                 continue
             self._overrides.setdefault(ref, {})[kind] = Override(ref, kind, value, record)
+        self._own_limits = frozenset(
+            ref.key
+            for ref in (*self._overrides, *self._policy.tables)
+            if ref.scope is Scope.ACCOUNT
+        )
         self._any_ratio = any(
             LimitKind.CANCEL_RATIO in table for table in self._policy.tables.values()
         ) or any(LimitKind.CANCEL_RATIO in table for table in self._overrides.values())

@@ -159,3 +159,40 @@ def test_a_place_with_a_client_order_id_carries_its_retry_record() -> None:
         place(client_order_id="c-1"), limits, SUBJECT, cancels_only, idempotency_ms=1000
     )
     assert not plan.idempotency_key
+
+
+def test_places_sharing_one_limits_object_each_get_their_own_plan() -> None:
+    """What places have in common is built once per limits object; what differs (the
+    subject, large or not, reduce-only or not, the client order id) never leaks from one
+    plan into another."""
+    policy = CounterPolicy(tables={DEFAULT_SCOPE: {k: parse_value(k, v) for k, v in FULL.items()}})
+    snap = Snapshot({"BTC-USDT": SymbolSpec("BTC-USDT", "spot", "BTC", "USDT")})
+    limits = LimitResolver(snap, policy).effective("alice", "BTC-USDT", 0)
+    bob = counting_subject("bob")
+
+    def fresh(call: OrderCall, subject: str = SUBJECT, idempotency_ms: int = 0) -> list[str]:
+        # Another resolver: limits equal in value but another object, so nothing is reused.
+        other = LimitResolver(snap, policy).effective(call.account_id, "BTC-USDT", 0)
+        return described(build_plan(call, other, subject, policy, None, idempotency_ms))
+
+    calls = [
+        (place(), SUBJECT, 0),
+        (place(account_id="bob"), bob, 0),
+        (place(quantity=Decimal(10)), SUBJECT, 0),  # large
+        (place(reduce_only=True), SUBJECT, 0),
+        (place(client_order_id="c-1"), SUBJECT, 60_000),
+        (place(client_order_id="c-2", account_id="bob"), bob, 60_000),
+        (place(), SUBJECT, 60_000),
+    ]
+    for _ in range(2):  # the second round finds every common part already built
+        for call, subject, idempotency_ms in calls:
+            plan = build_plan(call, limits, subject, policy, None, idempotency_ms)
+            assert described(plan) == fresh(call, subject, idempotency_ms)
+            assert all(subject in key for key in plan.keys)
+            assert plan.record is not None and plan.record.account_id == call.account_id
+    retried = build_plan(place(client_order_id="c-3"), limits, SUBJECT, policy, None, 1000)
+    assert [d.split()[0] for d in described(retried)] == ["W", "B", "D", "T", "S", "I"]
+    assert retried.idempotency_key.endswith("c-3")
+    assert [d.split()[0] for d in described(build_plan(place(), limits, SUBJECT, policy))] == [
+        "W", "B", "D", "T",
+    ]  # fmt: skip
