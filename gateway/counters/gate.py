@@ -176,8 +176,7 @@ class CounterGate:
         admission with the remaining budget. Never ADMITTED: Redis was asked."""
         deadline_ms = self.deadline_ms
         try:
-            async with asyncio.timeout(deadline_ms / 1000):
-                reply = await self.store.consume(plan)
+            reply = await self.store.consume(plan, deadline_ms / 1000)
         except STORE_ERRORS as exc:
             if self.observer is not None:
                 self.observer(False, type(exc).__name__)

@@ -54,8 +54,9 @@ class StoreReply:
 
 
 class CounterStore(Protocol):
-    async def consume(self, plan: CounterPlan) -> StoreReply:
-        """Check every counter of the plan and consume them all, or none."""
+    async def consume(self, plan: CounterPlan, timeout_s: float | None = None) -> StoreReply:
+        """Check every counter of the plan and consume them all, or none. Raises the
+        builtin ``TimeoutError`` when no answer came within ``timeout_s``."""
 
     async def peek(self, plan: CounterPlan) -> StoreReply:
         """Report every counter of the plan as it stands; change nothing."""
@@ -77,8 +78,8 @@ class RedisCounterStore:
         self._nonce_prefix = secrets.token_hex(6)
         self._sequence = itertools.count()
 
-    async def consume(self, plan: CounterPlan) -> StoreReply:
-        return await self._run("consume", plan)
+    async def consume(self, plan: CounterPlan, timeout_s: float | None = None) -> StoreReply:
+        return await self._run("consume", plan, timeout_s)
 
     async def peek(self, plan: CounterPlan) -> StoreReply:
         return await self._run("peek", plan)
@@ -92,12 +93,15 @@ class RedisCounterStore:
         commands += [("DEL", key) for key in forget]
         await self.commands.execute_many(commands)
 
-    async def _run(self, mode: str, plan: CounterPlan) -> StoreReply:
+    async def _run(
+        self, mode: str, plan: CounterPlan, timeout_s: float | None = None
+    ) -> StoreReply:
         pinned = str(self._clock_us()) if self._clock_us is not None else ""
         nonce = f"{self._nonce_prefix}:{next(self._sequence)}"
         args = [mode, pinned, nonce, str(plan.day_start_ms), *plan.args()]
         script = self._script
-        return parse_reply(await self.commands.evalsha(script.sha, script.source, plan.keys, args))
+        reply = await self.commands.evalsha(script.sha, script.source, plan.keys, args, timeout_s)
+        return parse_reply(reply)
 
 
 def parse_reply(raw: Sequence[Any]) -> StoreReply:

@@ -11,9 +11,12 @@ cluster keeps redis-py's cluster client):
   same connection and are handed to each caller as they arrive. Under load,
   64 concurrent orders cost one system call each way instead of 64;
 * commands are packed by hiredis (C) and replies parsed by it;
-* a caller's deadline (``asyncio.timeout`` around the call) abandons only that
-  call: its reply is read and dropped when it comes, the calls behind it are
-  not disturbed;
+* a call may carry a deadline (``evalsha(..., timeout_s=...)``): past it the
+  call fails with the builtin ``TimeoutError``, as under ``asyncio.timeout``,
+  without a timer per call: the connection keeps its calls' deadlines in a heap
+  and one timer, set for the earliest. A late reply is read and dropped when it
+  comes; the calls behind it are not disturbed. So is one abandoned by its
+  caller (``asyncio.timeout`` around it);
 * failures raise redis-py's own exceptions (``ConnectionError``,
   ``TimeoutError``, ``ResponseError``, ``NoScriptError``), so the failure
   policy reads them like any other store error. A connection lost fails every
@@ -26,6 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -91,6 +97,12 @@ class _Connection(asyncio.Protocol):
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
         self._stale_after_s = stale_after_s
+        #: Calls with a deadline, earliest first (answered ones leave when they reach the
+        #: top), and the one timer, set for the earliest deadline not yet answered.
+        self._deadlines: list[tuple[float, int, asyncio.Future[Any]]] = []
+        self._deadline_order = itertools.count()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = math.inf
         self.closed = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -131,10 +143,13 @@ class _Connection(asyncio.Protocol):
 
     # -- calls -------------------------------------------------------------------
 
-    def send(self, packed: bytes, count: int = 1) -> asyncio.Future[Any]:
+    def send(
+        self, packed: bytes, count: int = 1, deadline: float | None = None
+    ) -> asyncio.Future[Any]:
         """Queue packed commands (``count`` of them, one reply each), written with the
         others of this loop turn. The future gets the reply; for ``count`` > 1 the list
-        of replies, or the first error reply once all have arrived."""
+        of replies, or the first error reply once all have arrived; or ``TimeoutError``
+        once the loop's clock reaches ``deadline`` with no reply."""
         loop = self._loop
         future: asyncio.Future[Any] = loop.create_future()
         now = loop.time()
@@ -149,7 +164,31 @@ class _Connection(asyncio.Protocol):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), future))
+            if deadline < self._expiry_at:
+                self._expire_at(deadline)
         return future
+
+    def _expire_at(self, when: float) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = when
+        self._expiry = self._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the calls whose deadline has come; set the timer for the next one."""
+        self._expiry, self._expiry_at = None, math.inf
+        deadlines = self._deadlines
+        now = self._loop.time()
+        while deadlines:
+            deadline, _, future = deadlines[0]
+            if not future.done():
+                if deadline > now:
+                    self._expire_at(deadline)
+                    return
+                future.set_exception(TimeoutError("Redis did not answer within the deadline"))
+            heapq.heappop(deadlines)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -165,6 +204,10 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         self.closed = True
         self._outgoing = []
+        self._deadlines = []
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry, self._expiry_at = None, math.inf
         waiting, self._waiting = self._waiting, collections.deque()
         for entry, _ in waiting:
             future = entry.future if isinstance(entry, _Batch) else entry
@@ -219,13 +262,32 @@ class AutoPipeline:
         return list(await connection.send(packed, len(commands)))
 
     async def evalsha(
-        self, sha: str, source: str, keys: Sequence[str], args: Sequence[str | int | bytes]
+        self,
+        sha: str,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[str | int | bytes],
+        timeout_s: float | None = None,
     ) -> Any:
-        """``EVALSHA``, and ``EVAL`` of ``source`` if this Redis does not have the script."""
+        """``EVALSHA``, and ``EVAL`` of ``source`` if this Redis does not have the script;
+        ``TimeoutError`` when ``timeout_s`` has passed (connecting included) with no reply."""
+        deadline = None
+        if timeout_s is not None:
+            deadline = asyncio.get_running_loop().time() + timeout_s
         try:
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._call(("EVALSHA", sha, len(keys), *keys, *args), deadline)
         except NoScriptError:
-            return await self.execute("EVAL", source, len(keys), *keys, *args)
+            return await self._call(("EVAL", source, len(keys), *keys, *args), deadline)
+
+    async def _call(self, args: tuple[str | int | bytes, ...], deadline: float | None) -> Any:
+        connection = self._connection
+        if connection is None or connection.closed:
+            if deadline is None:
+                connection = await self._connect()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._connect()
+        return await connection.send(_pack(args), 1, deadline)
 
     def rename(self, name: str) -> None:
         """Name the connection (``CLIENT SETNAME``) from the next connect on; reconnects."""

@@ -14,6 +14,7 @@ stays that way here: read them through helpers such as :func:`field_map`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -32,8 +33,17 @@ class Commands(Protocol):
         """Several commands in one round trip (not a transaction); their replies in
         order. An error reply raises."""
 
-    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """``EVALSHA``, and ``EVAL`` of ``source`` where the script is not cached."""
+    async def evalsha(
+        self,
+        sha: str,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        timeout_s: float | None = None,
+    ) -> Any:
+        """``EVALSHA``, and ``EVAL`` of ``source`` where the script is not cached. With
+        ``timeout_s``: the builtin ``TimeoutError`` once that has passed with no reply
+        (what the order path's deadline needs, without a timer of its own per call)."""
 
 
 class RedisPyCommands:
@@ -53,11 +63,19 @@ class RedisPyCommands:
                 pipe.execute_command(*command)
             return list(await pipe.execute())
 
-    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        try:
-            return await self._redis.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self._redis.eval(source, len(keys), *keys, *args)
+    async def evalsha(
+        self,
+        sha: str,
+        source: str,
+        keys: Sequence[str],
+        args: Sequence[Arg],
+        timeout_s: float | None = None,
+    ) -> Any:
+        async with asyncio.timeout(timeout_s):
+            try:
+                return await self._redis.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await self._redis.eval(source, len(keys), *keys, *args)
 
 
 def field_map(reply: Any) -> dict[str, str]:

@@ -93,6 +93,37 @@ async def test_a_call_given_up_by_its_caller_does_not_shift_the_replies_of_the_o
         await pipe.aclose()
 
 
+async def test_calls_past_their_deadline_fail_alone_earliest_first(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """Deadlines given in any order each fail their own call (the builtin TimeoutError,
+    as under ``asyncio.timeout``) while Redis is paused; the calls still within theirs
+    get their own replies once it answers."""
+    source = "return ARGV[1]"
+    pipe = pipe_for(redis_server)
+    pauser = aioredis.Redis.from_url(redis_server.url)
+    try:
+        sha = await pipe.execute("SCRIPT", "LOAD", source)
+        await pauser.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        patient = asyncio.ensure_future(pipe.evalsha(sha, source, (), ["patient"], 10.0))
+        hasty = asyncio.ensure_future(pipe.evalsha(sha, source, (), ["hasty"], 0.05))
+        later = asyncio.ensure_future(pipe.evalsha(sha, source, (), ["later"], 0.1))
+        plain = asyncio.ensure_future(pipe.evalsha(sha, source, (), ["plain"]))
+        # Both short deadlines pass while Redis is still paused: neither waits for it.
+        done, _ = await asyncio.wait({hasty, later}, timeout=1.0)
+        assert done == {hasty, later}
+        for failed in (hasty, later):
+            assert type(failed.exception()) is asyncio.TimeoutError  # the builtin
+        assert not patient.done() and not plain.done()
+        assert await patient == "patient"
+        assert await plain == "plain"
+        assert await pipe.evalsha(sha, source, (), ["next"], 1.0) == "next"
+        assert pipe.connects == 1
+    finally:
+        await pauser.aclose()
+        await pipe.aclose()
+
+
 async def test_a_lost_connection_fails_its_calls_and_the_next_call_reconnects(
     redis_server: EmbeddedRedis,
 ) -> None:
