@@ -22,7 +22,7 @@ from typing import Any
 import uvloop
 
 from bench import counters_hook
-from bench.lib.inproc import PLACE, collect_garbage, time_screen
+from bench.lib.inproc import PLACE, settle, time_screen
 from bench.lib.orders import active_accounts, flagged_accounts, place_order
 from bench.lib.procs import rss_mb
 from bench.lib.stats import rep_from_ns
@@ -138,7 +138,7 @@ async def _measure(gateway: Gateway, flagged_count: int, start_s: float, rss_bef
             ("flag_refusal", refused, count),
             ("accept", accepted, accept_count),
         ):
-            collect_garbage()
+            await settle(keeper)
             samples, elapsed = await time_screen(screen, PLACE, pool, n)
             reps[name] = rep_from_ns(samples, elapsed)
         emit({"event": "rep", "reps": reps})

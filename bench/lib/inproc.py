@@ -79,6 +79,9 @@ async def time_calls(
     return samples, (clock() - start) / 1e9, errors
 
 
-def collect_garbage() -> None:
-    """Start every repetition from the same heap state (GC stays on while timing)."""
+async def settle(keeper: Gatekeeper) -> None:
+    """Start every timed row from the same state: no audit backlog left by the row before
+    (a row pays for writing its own decisions, not those of 150,000 refusals timed just
+    before it) and a collected heap (GC stays on while timing)."""
+    await keeper.ops.audit.flush()
     gc.collect()

@@ -13,7 +13,7 @@ import uvloop
 
 from bench import counters_hook
 from bench.lib.context import Context, Result, result
-from bench.lib.inproc import PLACE, collect_garbage, open_gatekeeper, time_calls, time_screen
+from bench.lib.inproc import PLACE, open_gatekeeper, settle, time_calls, time_screen
 from bench.lib.orders import (
     BENCH_SYMBOLS,
     active_accounts,
@@ -109,7 +109,7 @@ async def _run(ctx: Context, url: str) -> Result:
         pooled: dict[str, list[int]] = {name: [] for name, *_ in plan}
         for rep in range(ctx.reps + 1):  # repetition 0 warms up and is dropped
             for name, _, call, pool, count in plan:
-                collect_garbage()
+                await settle(keeper)
                 n = count if rep else max(1, count // 10)
                 if call is None:
                     samples, elapsed = await time_screen(screen, PLACE, pool, n)

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from bench import counters_hook
 from bench.lib.context import Context, Result, result
-from bench.lib.inproc import collect_garbage, open_gatekeeper, time_calls
+from bench.lib.inproc import open_gatekeeper, settle, time_calls
 from bench.lib.orders import BENCH_SYMBOLS, active_accounts, order_pool
 from bench.lib.redis_probe import HOT_NAME, RoundTripProbe
 from bench.lib.stats import measurement, rep_from_ns, spectrum_from_ns
@@ -144,7 +144,7 @@ async def _run(ctx: Context, url: str) -> Result:
             for name, _, check, _ in plan:
                 if check is None:
                     continue
-                collect_garbage()
+                await settle(keeper)
                 samples, elapsed, failed = await time_calls(check, orders, count)
                 reps[name].append(rep_from_ns(samples, elapsed, failed))
                 pooled[name].extend(samples)
