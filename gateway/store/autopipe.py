@@ -15,8 +15,8 @@ cluster keeps redis-py's cluster client):
   call fails with the builtin ``TimeoutError``, as under ``asyncio.timeout``,
   without a timer per call: the connection keeps its calls' deadlines in a heap
   and one timer, set for the earliest. A late reply is read and dropped when it
-  comes; the calls behind it are not disturbed. So is one abandoned by its
-  caller (``asyncio.timeout`` around it);
+  comes; the calls behind it are not disturbed. The same goes for a call its
+  caller stops waiting for (``asyncio.timeout`` around it);
 * failures raise redis-py's own exceptions (``ConnectionError``,
   ``TimeoutError``, ``ResponseError``, ``NoScriptError``), so the failure
   policy reads them like any other store error. A connection lost fails every
@@ -49,6 +49,8 @@ _ERRORS_BY_PREFIX: dict[str, type[Exception]] = {
     "NOAUTH": AuthenticationError,
 }
 
+
+_TIMER_GRANULARITY_S = 0.001
 
 #: hiredis' packer (C); its stub wants a one-element tuple, any length works.
 _pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
@@ -180,7 +182,9 @@ class _Connection(asyncio.Protocol):
         """Fail the calls whose deadline has come; set the timer for the next one."""
         self._expiry, self._expiry_at = None, math.inf
         deadlines = self._deadlines
-        now = self._loop.time()
+        # Due within the timer's granularity counts as due (uvloop's timers are whole
+        # milliseconds): else the timer would be set again and again for the same call.
+        now = self._loop.time() + _TIMER_GRANULARITY_S
         while deadlines:
             deadline, _, future = deadlines[0]
             if not future.done():
