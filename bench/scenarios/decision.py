@@ -2,7 +2,9 @@
 
 A real Gatekeeper (snapshot loaded from a real Redis, follower running) on
 uvloop, like the gateway's. Each row times ``await`` of one call, one sample
-per call; repetitions are interleaved row by row.
+per call; repetitions are interleaved row by row. Every row goes to the real
+Redis but ``accept_replayed``, which answers the counter call with a reply
+Redis gave to the same plan, to show the Python side of a full decision alone.
 """
 
 from __future__ import annotations
@@ -84,6 +86,22 @@ async def _run(ctx: Context, url: str) -> Result:
         async def evalsha_redis_py(_: object) -> Any:
             return await trivial()
 
+        # The Python side of an accepted order alone: the counter call answered at once
+        # with a reply Redis gave to the same plan (every accepted order here has one
+        # shape of plan). Only this row: every other row goes to Redis.
+        store = engine.counters.store if engine.counters is not None else None
+        commands = getattr(store, "commands", None)
+        replay = _ReplayFirstReply(commands) if commands is not None else None
+
+        async def accept_replayed(request: Any) -> Any:
+            if replay is None:  # no counter step: nothing to replay
+                return await screen(PLACE, request)
+            store.commands = replay  # type: ignore[union-attr]
+            try:
+                return await screen(PLACE, request)
+            finally:
+                store.commands = commands  # type: ignore[union-attr]
+
         async def ping(_: object) -> Any:
             if pipe is not None:
                 return await pipe.execute("PING")
@@ -99,6 +117,9 @@ async def _run(ctx: Context, url: str) -> Result:
             # With the counter step an accepted order is a Redis round trip: size it like one.
             ("accept", _accept_description(), None, accepted,
              redis_n if counters_hook.counters_present() else local_n),
+            ("accept_replayed", "the same orders with the counter call answered in-process "
+             "by a reply Redis gave to the same plan: the Python side alone",
+             accept_replayed, accepted, local_n),
             ("evalsha_trivial", "one EVALSHA of `return 1`, same client (the order path's "
              "connection) and loop (1 round trip)", evalsha, [None], redis_n),
             ("evalsha_trivial_redis_py", "the same through redis-py's asyncio client",
@@ -141,3 +162,16 @@ def _accept_description() -> str:
     if counters_hook.counters_present():
         return "screen() of an order that passes every check, counter call included"
     return "screen() of an order that passes every check (local checks; counter step not present)"
+
+
+class _ReplayFirstReply:
+    """Answers every counter call with the reply Redis gave to the first one."""
+
+    def __init__(self, commands: Any) -> None:
+        self._commands = commands
+        self._reply: Any = None
+
+    async def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+        if self._reply is None:
+            self._reply = await self._commands.evalsha(*args, **kwargs)
+        return self._reply
