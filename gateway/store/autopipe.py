@@ -247,10 +247,7 @@ class AutoPipeline:
 
     async def execute(self, *args: str | int | bytes) -> Any:
         """One command; its reply (strings decoded as UTF-8) or a redis-py exception."""
-        connection = self._connection
-        if connection is None or connection.closed:
-            connection = await self._connect()
-        return await connection.send(_pack(args))
+        return await self._call(args, None)
 
     async def execute_many(self, commands: Sequence[Sequence[str | int | bytes]]) -> list[Any]:
         """Several commands in one write; their replies, in order. An error reply raises
@@ -284,13 +281,11 @@ class AutoPipeline:
             return await self._call(("EVAL", source, len(keys), *keys, *args), deadline)
 
     async def _call(self, args: tuple[str | int | bytes, ...], deadline: float | None) -> Any:
+        """One command, failing with ``TimeoutError`` at ``deadline`` (connecting included)."""
         connection = self._connection
         if connection is None or connection.closed:
-            if deadline is None:
+            async with asyncio.timeout_at(deadline):  # None: no deadline
                 connection = await self._connect()
-            else:
-                async with asyncio.timeout_at(deadline):
-                    connection = await self._connect()
         return await connection.send(_pack(args), 1, deadline)
 
     def rename(self, name: str) -> None:
