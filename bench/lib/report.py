@@ -160,9 +160,10 @@ def evaluate_targets(doc: Doc) -> list[Target]:
 
     small = _scale(doc, "small")
     large = _scale(doc, "large")
-    drift = large / small - 1 if small and large else None
-    scale = scenario(doc, "scale")
-    sizes = scale.get("sizes", {}) if scale else {}
+    scale = scenario(doc, "scale") or {}
+    sizes = scale.get("sizes", {})
+    drifts = scale.get("drift", {})
+    drift = drifts.get("flag_refusal")
     targets.append(
         _target(
             f"Decision cost, {sizes.get('small', '10^3')} vs {sizes.get('large', '10^6')} "
@@ -170,8 +171,9 @@ def evaluate_targets(doc: Doc) -> list[Target]:
             "within 10%",
             drift,
             lambda v: abs(v) <= 0.10,
-            f"{drift:+.1%} ({small:.2f} us -> {large:.2f} us){_same_orders(doc)}"
-            if drift is not None
+            f"{drift:+.1%}, median of {scale.get('rounds')} paired rounds "
+            f"(p50 over all rounds {small:.2f} us -> {large:.2f} us){_same_orders(scale)}"
+            if drift is not None and small and large
             else "",
         )
     )
@@ -207,13 +209,10 @@ def _scale(doc: Doc, which: str, figure_name: str = "flag_refusal_p50_us") -> fl
     return float(figure) if figure is not None else None
 
 
-def _same_orders(doc: Doc) -> str:
+def _same_orders(scale: Mapping[str, Any]) -> str:
     """The drift when both gateways see the very same orders (only the snapshot differs)."""
-    small = _scale(doc, "small", "flag_refusal_same_p50_us")
-    large = _scale(doc, "large", "flag_refusal_same_p50_us")
-    if not small or not large:
-        return ""
-    return f"; the same orders in both: {large / small - 1:+.1%} ({small:.2f} us -> {large:.2f} us)"
+    drift = scale.get("drift", {}).get("flag_refusal_same")
+    return "" if drift is None else f"; the same orders in both: {drift:+.1%}"
 
 
 # -- Markdown -----------------------------------------------------------------

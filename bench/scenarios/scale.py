@@ -5,11 +5,17 @@ Two Redis databases are filled with pipelined HSETs in the flag record format
 smoke run), and in both 1% of 10^4 symbols halted. The policy declares the
 10^4 symbols. Two gateway processes (``bench/scale_probe.py``) start on them,
 each reporting start-up time, snapshot load time and memory (RSS); then
-decision timings alternate between the two, repetition by repetition, over
-10^4 orders for randomly picked accounts and symbols (so the large snapshot
-is not measured on a few hot keys). A second refusal row sends both gateways
-the very same 10^4 orders, for 10^3 accounts flagged in both: only the size of
-the snapshot differs there, not the set of accounts the orders touch.
+decision timings alternate between the two in short blocks, over 10^4 orders
+for randomly picked accounts and symbols (so the large snapshot is not
+measured on a few hot keys). A second refusal row sends both gateways the very
+same 10^4 orders, for 10^3 accounts flagged in both: only the size of the
+snapshot differs there, not the set of accounts the orders touch.
+
+The drift between the sizes is the median over rounds of one round's ratio
+(large p50 / small p50). A round is one block in each gateway, back to back,
+in alternating order (small first, then large first), so the two blocks of a
+ratio see the same state of a machine whose speed changes from second to
+second; the medians of each gateway's blocks, taken apart, do not.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import pathlib
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +40,11 @@ from gateway.embedded_redis import EmbeddedRedis
 
 TITLE = "Scale: flagged accounts, symbols, memory and start-up"
 HALTED_EVERY = 100
+#: Rounds (one block per gateway) per repetition of the run: many short blocks
+#: rather than a few long ones, so each ratio's two blocks are close in time.
+ROUNDS_PER_REP = 5
+#: The refusal rows whose drift between sizes is reported (see the module docstring).
+DRIFT_ROWS = ("flag_refusal", "flag_refusal_same")
 
 
 def symbol_names(count: int) -> list[str]:
@@ -103,7 +115,8 @@ def run(ctx: Context) -> Result:
     scratch = ctx.dir("scale")
     sizes = {"small": 1_000, "large": ctx.pick(1_000_000, 10_000)}
     symbols = symbol_names(ctx.pick(10_000, 1_000))
-    count = ctx.pick(20_000, 1_000)
+    count = ctx.pick(4_000, 1_000)
+    rounds = ctx.reps * ctx.pick(ROUNDS_PER_REP, 1)
     policy = scratch / "policy.toml"
     write_policy(policy, symbols)
     redis = EmbeddedRedis(scratch / "redis", appendonly=False).start()
@@ -119,11 +132,14 @@ def run(ctx: Context) -> Result:
         reps: dict[str, dict[str, list[dict[str, Any]]]] = {
             w: {"flag_refusal": [], "flag_refusal_same": [], "accept": []} for w in sizes
         }
-        for _ in range(ctx.reps + 1):  # the first round warms up and is dropped
-            for which, probe in probes.items():  # one at a time, alternating
+        order = list(probes)
+        for _ in range(rounds + 1):  # the first round warms up and is dropped
+            for which in order:  # one at a time
+                probe = probes[which]
                 probe.send(f"rep {count}")
                 for name, rep in probe.read(timeout_s=300)["reps"].items():
                     reps[which][name].append(rep)
+            order.reverse()  # small-large, large-small, ...: neither always goes first
     finally:
         for probe in probes.values():
             probe.stop()
@@ -163,6 +179,8 @@ def _result(
         }
 
     p50, same_p50 = p50_of("flag_refusal"), p50_of("flag_refusal_same")
+    drift = {name: paired_drift(reps["small"][name][1:], reps["large"][name][1:])
+             for name in DRIFT_ROWS}  # fmt: skip
     errors = [
         f"{which}: {ready[which]['wrong_decisions']} wrong decisions"
         for which in sizes
@@ -175,6 +193,9 @@ def _result(
         symbols=symbols,
         flag_refusal_p50_us=p50,
         flag_refusal_same_p50_us=same_p50,
+        #: Median over rounds of (large p50 / small p50 - 1), per refusal row.
+        drift=drift,
+        rounds=len(reps["small"]["flag_refusal"]) - 1,
         seed_s=seed_s,
         gateways=ready,
         table={
@@ -199,3 +220,9 @@ def _result(
     if errors:
         out["status"] = "error"
     return out
+
+
+def paired_drift(small: list[dict[str, Any]], large: list[dict[str, Any]]) -> float | None:
+    """The median of the rounds' ratios ``large p50 / small p50``, minus 1."""
+    ratios = [b["p50_us"] / a["p50_us"] for a, b in zip(small, large, strict=True) if a["p50_us"]]
+    return statistics.median(ratios) - 1 if ratios else None

@@ -128,4 +128,11 @@ def test_peer_and_scale_report_their_structure(smoke: tuple[pathlib.Path, Any]) 
         assert gateway["wrong_decisions"] == 0
         assert gateway["rss_mb"] > 0
     assert scale["gateways"]["large"]["accounts"] == scale["sizes"]["large"]
+    # One ratio per round, paired block by block: every round timed both gateways.
+    assert scale["rounds"] >= 1
+    for name in ("flag_refusal", "flag_refusal_same"):
+        assert isinstance(scale["drift"][name], float)
+        for size in scale["sizes"].values():
+            measured = next(r for r in scale["rows"] if r["name"] == f"{name}_{size}")
+            assert len(measured["reps"]) == scale["rounds"]
     assert document["scenarios"]["propagation"]["timeouts"] == 0
