@@ -15,6 +15,11 @@ Modes:
   was *due*, not when it was sent, so a server that falls behind shows it as
   latency instead of quietly slowing the client down (no coordinated
   omission).
+
+A target is a gRPC server (``address``), or a Redis (``redis_url``) whose
+"call" is one ``EVALSHA`` of a trivial script over the gateway's own Redis
+client: one Redis round trip, timed in the same stretch of the run as the
+gRPC phases around it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from bench.lib.orders import BENCH_SYMBOLS, PLACE_PATH, active_accounts, flagged
 from bench.lib.orders import order_pool as build_pool
 from bench.lib.procs import cpu_seconds
 from bench.lib.stats import encode, new_histogram, record_us, rep_from_histogram
+from gateway.store.autopipe import AutoPipeline, auto_pipeline
 
 MAX_IN_FLIGHT = 20_000
 OK = "OK"
@@ -141,8 +147,15 @@ async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
     warmup_s = float(plan.get("warmup_s", 0.3))
     options = [("grpc.use_local_subchannel_pool", 1)] if channels_per_target > 1 else []
     channels: dict[str, list[aio.Channel]] = {}
+    pipes: list[AutoPipeline] = []
     calls: dict[str, list[Call]] = {}
     for name, target in plan["targets"].items():
+        if "redis_url" in target:
+            pipe = auto_pipeline(target["redis_url"], 2_000, 2_000, "bench-loadgen")
+            assert pipe is not None, "a redis:// URL"
+            pipes.append(pipe)
+            calls[name] = [await _evalsha_call(pipe)]
+            continue
         channels[name] = [
             aio.insecure_channel(target["address"], options=options)
             for _ in range(channels_per_target)
@@ -162,6 +175,8 @@ async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
         for chans in channels.values():
             for channel in chans:
                 await channel.close(None)
+        for pipe in pipes:
+            await pipe.aclose()
     return results
 
 
@@ -207,6 +222,20 @@ def _raw_call(channel: aio.Channel, timeout: float) -> Call:
     async def call(raw: bytes) -> bytes:
         response: bytes = await multicallable(raw, timeout=timeout)
         return response
+
+    return call
+
+
+TRIVIAL_SCRIPT = "return 1"
+
+
+async def _evalsha_call(pipe: AutoPipeline) -> Call:
+    """One round trip to Redis, as the order path makes its counter call."""
+    sha = await pipe.execute("SCRIPT", "LOAD", TRIVIAL_SCRIPT)
+
+    async def call(raw: bytes) -> bytes:
+        await pipe.evalsha(sha, TRIVIAL_SCRIPT, (), ())
+        return raw
 
     return call
 

@@ -13,6 +13,15 @@ closed-loop at concurrency 1, 16, 64, 256, then open-loop at two fixed rates,
 the same for all three: 50% and 80% of the best closed-loop throughput of the
 slowest deployment, measured just before. Repetitions are interleaved over the
 targets, so drift on a noisy machine spreads evenly.
+
+The sequential rows run in short rounds (400 calls per target, nine rounds),
+each round timing the three servers and one Redis round trip from the client
+process (``redis_rtt``: an ``EVALSHA`` of a trivial script over the gateway's
+Redis client) back to back, in an order that turns around every round. The
+interceptor's added latency is the median over rounds of that round's
+difference (interceptor p50 - bare p50), over the round trip's median p50
+(``added_vs_rtt``): the difference of two blocks timed seconds apart, set
+against a round trip timed with them, not minutes apart in another scenario.
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ from gateway.embedded_redis import EmbeddedRedis
 TITLE = "End to end over gRPC (client in a separate process)"
 CONCURRENCY = (1, 16, 64, 256)
 OPEN_FRACTIONS = (0.5, 0.8)
+#: Rounds of the sequential rows per repetition of the run: short and many, since the
+#: interceptor's added latency is a small difference of two large, noisy figures.
+SEQUENTIAL_ROUNDS_PER_REP = 3
 FLAGGED = 64
 
 
@@ -52,7 +64,7 @@ async def _seed(url: str) -> None:
 
 def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
     reps = ctx.process_reps
-    count = ctx.pick(1000, 50)
+    count = ctx.pick(400, 50)
     duration = ctx.pick(1.5, 0.3)
     bare = deploy.exchange(group, "bare")
     guarded = deploy.interceptor(group, redis_url, ctx.policy)
@@ -74,12 +86,22 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
         "call_timeout_s": 5.0,
     }
 
-    configs: list[dict[str, Any]] = [{"id": "sequential", "mode": "sequential", "count": count}]
-    configs += [
+    # Sequential: many short rounds, each target and the Redis round trip back to back,
+    # in an order that turns around every round (see the module doc).
+    phases: list[dict[str, Any]] = []
+    order = [*targets, "redis"]
+    for rep in range(reps * SEQUENTIAL_ROUNDS_PER_REP):
+        phases += [
+            {"id": "redis_rtt" if target == "redis" else "sequential", "mode": "sequential",
+             "count": count, "target": target, "mix": "accept", "repetition": rep}
+            for target in order
+        ]  # fmt: skip
+        order.reverse()
+    configs = [
         {"id": f"closed_c{c}", "mode": "closed", "concurrency": c, "duration_s": duration}
         for c in CONCURRENCY
     ]
-    phases = [
+    phases += [
         {**config, "target": target, "mix": "accept", "repetition": rep}
         for rep in range(reps)
         for config in configs
@@ -92,7 +114,8 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
         for target in ("interceptor", "proxy")
     ]  # fmt: skip
     scratch = ctx.dir("e2e")
-    done = run_loadgen({**base, "phases": phases}, scratch, "loadgen-closed")
+    plan = {**base, "targets": {**targets, "redis": {"redis_url": redis_url}}, "phases": phases}
+    done = run_loadgen(plan, scratch, "loadgen-closed")
 
     peaks = {target: _peak(done, target) for target in targets}
     # One rate for all three, below what the slowest of them sustains: the same offered
@@ -118,6 +141,8 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
     descriptions = {
         "sequential": "accepted orders, one at a time",
         "sequential_refusal": "orders refused by an account flag, one at a time",
+        "redis_rtt": "one EVALSHA of `return 1` from the client process (the gateway's "
+        "Redis client), one at a time, timed right after each repetition's sequential rows",
         **{f"closed_c{c}": f"closed loop, {c} in flight" for c in CONCURRENCY},
         **{
             f"open_{round(f * 100)}pct": (
@@ -135,6 +160,7 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
         rows,
         closed_loop_peak_per_s=peaks,
         open_loop_base={"target": slowest, "rate_per_s": base_rate},
+        added_vs_rtt=added_vs_rtt(done),
         notes=[
             "client_cpu_pct / server_cpu_pct in the JSON show which side was saturated "
             "(100% = one core); on 2 cores the client and the server share the machine.",
@@ -144,6 +170,22 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
     )
     out["warnings"] = warnings
     return out
+
+
+def added_vs_rtt(phases: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The interceptor's added sequential p50 (the median over rounds of each round's
+    difference from bare) and one Redis round trip's p50 (median over rounds)."""
+    p50: dict[tuple[str, int], float] = {
+        (p["target"], p["repetition"]): p["rep"]["p50_us"]
+        for p in phases
+        if p["id"] in ("sequential", "redis_rtt")
+    }
+    rounds = sorted({rep for target, rep in p50 if target == "redis"})
+    if not rounds:
+        return None
+    added = statistics.median(p50[("interceptor", r)] - p50[("bare", r)] for r in rounds)
+    rtt = statistics.median(p50[("redis", r)] for r in rounds)
+    return {"added_us": added, "rtt_us": rtt, "ratio": added / rtt, "rounds": len(rounds)}
 
 
 def _peak(phases: list[dict[str, Any]], target: str) -> float:

@@ -109,6 +109,11 @@ def test_every_deployment_and_load_is_covered(smoke: tuple[pathlib.Path, Any]) -
         for load in ("sequential", "closed_c1", "closed_c16", "closed_c64", "closed_c256"):
             assert f"{load}_{target}" in e2e
         assert any(name.startswith("open_") and name.endswith(target) for name in e2e)
+    # The interceptor's added latency is set against a round trip timed in the same run.
+    assert "redis_rtt_redis" in e2e
+    added = document["scenarios"]["e2e"]["added_vs_rtt"]
+    assert added["rounds"] >= 2 and added["rtt_us"] > 0
+    assert added["ratio"] == added["added_us"] / added["rtt_us"]
     workers = {r["name"] for r in document["scenarios"]["workers"]["rows"]}
     assert {"accept_c64_1_workers", "accept_c64_2_workers", "refuse_c64_2_workers"} <= workers
 
