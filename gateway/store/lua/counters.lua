@@ -312,19 +312,22 @@ for i = 5, last, 5 do
     end
   elseif name == 'D' or name == 'T' then
     day_ready = day_ready or {}
-    local first = not day_ready[key]
-    if first then
+    local fresh = false  -- the hash was made anew for today by this op
+    if not day_ready[key] then
       local current = day_current and day_current[key]
       if current == nil then current = tonumber(call('HGET', key, 'day')) == day end
       if not current then
         call('DEL', key)
         call('HSET', key, 'day', day)
+        fresh = true
       end
       day_ready[key] = true
     end
     call('HINCRBY', key, name == 'D' and ARGV[i + 3] or ARGV[i + 2], 1)
-    -- Relative, so a pinned clock (tests) expires keys like the real one.
-    if first then call('PEXPIRE', key, day_end_ms + HOUR_MS - now_ms) end
+    -- The hash lives until an hour past the end of its day: a TTL set once, when the
+    -- day's hash is made (only this script writes day hashes). Relative, so a pinned
+    -- clock (tests) expires keys like the real one.
+    if fresh then call('PEXPIRE', key, day_end_ms + HOUR_MS - now_ms) end
   elseif name == 'S' then
     call('SET', key, now_ms .. '|' .. ARGV[i + 3], 'PX', ARGV[i + 2])
   elseif name == 'I' then

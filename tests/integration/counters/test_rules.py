@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from gateway.counters.gate import LIMIT_KEY, NAME_KEY, REMAINING_KEY, WINDOW_KEY, CounterGate
-from gateway.counters.keys import counting_subject, rate_key
+from gateway.counters.keys import counting_subject, day_key, rate_key
 from gateway.counters.limits import DEFAULT_SCOPE, CounterPolicy, LimitKind, Scope, ScopeRef
 from gateway.counters.resolve import LimitResolver
 from gateway.counters.store import RedisCounterStore
@@ -276,6 +276,26 @@ async def test_a_bucketed_window_sets_its_ttl_when_a_newer_bucket_starts(harness
     harness.clock.advance_ms(1)  # the next one
     admitted(await harness.place())
     assert 0 < await harness.redis.pttl(key) <= (500 + 2) * g + 1000
+
+
+async def test_a_day_hash_gets_its_ttl_when_its_day_starts(harness: Harness) -> None:
+    """The day's hash lives until an hour past the end of its day: the TTL is set when the
+    hash is made for the day, later calls that day leave it alone (here a planted one,
+    longer than any the script sets), and the next day's hash gets its own."""
+    harness.set_limits({DEFAULT_SCOPE: {"daily_open": "100"}})
+    key = day_key(counting_subject("alice"))
+    admitted(await harness.place())
+    day_end_ms = DAY_MS - harness.clock.now_ms % DAY_MS
+    assert day_end_ms < await harness.redis.pttl(key) <= day_end_ms + 3_600_000
+    await harness.redis.pexpire(key, 10 * DAY_MS)
+    harness.clock.advance_ms(1000)
+    admitted(await harness.place())
+    assert await harness.redis.pttl(key) > 2 * DAY_MS
+    assert await harness.redis.hget(key, "open:p:spot") == "2"
+    harness.clock.advance_ms(day_end_ms)  # the next day: the hash is made anew
+    admitted(await harness.place())
+    assert DAY_MS - 1000 < await harness.redis.pttl(key) <= DAY_MS - 1000 + 3_600_000
+    assert await harness.redis.hget(key, "open:p:spot") == "1"
 
 
 async def test_script_is_reloaded_after_a_flush(harness: Harness) -> None:
