@@ -142,7 +142,7 @@ def _run(ctx: Context, redis_url: str, group: Procs) -> Result:
         "sequential": "accepted orders, one at a time",
         "sequential_refusal": "orders refused by an account flag, one at a time",
         "redis_rtt": "one EVALSHA of `return 1` from the client process (the gateway's "
-        "Redis client), one at a time, timed right after each repetition's sequential rows",
+        "Redis client), one at a time, in the same rounds as the sequential rows",
         **{f"closed_c{c}": f"closed loop, {c} in flight" for c in CONCURRENCY},
         **{
             f"open_{round(f * 100)}pct": (
