@@ -77,30 +77,46 @@ def leverage_cap(
     return best
 
 
+_PLACE = Action.PLACE
+_SYMBOL_LEVERAGE = FlagKind.SYMBOL_LEVERAGE
+_ACCOUNT_LEVERAGE = FlagKind.ACCOUNT_LEVERAGE
+_GROUP_LEVERAGE = FlagKind.GROUP_LEVERAGE
+
+
 def leverage_check(snapshot: Snapshot) -> Check:
     def check(call: OrderCall, now_ms: int) -> Denial | None:
-        if call.action is not Action.PLACE or call.reduce_only:
+        if call.action is not _PLACE or call.reduce_only:
             return None
         spec = snapshot.symbols.get(call.symbol)
         if spec is None:
             return None
+        declared = spec.limits
+        ops = snapshot.ops  # read per call: a full reload swaps the tables
+        if not (
+            declared.max_leverage
+            or declared.leverage_brackets
+            or ops[_SYMBOL_LEVERAGE]
+            or ops[_ACCOUNT_LEVERAGE]
+            or ops[_GROUP_LEVERAGE]
+        ):
+            return None  # nothing caps leverage anywhere: decided without building layers
         layers: list[tuple[str, LeverageLimit]] = []
-        if not spec.limits.leverage.empty:
-            layers.append(("symbol", spec.limits.leverage))
+        if declared.max_leverage or declared.leverage_brackets:
+            layers.append(("symbol", declared.leverage))
         symbol_override: OpsRecord[LeverageLimit] | None = snapshot.ops_record(
-            FlagKind.SYMBOL_LEVERAGE, call.symbol, now_ms
+            _SYMBOL_LEVERAGE, call.symbol, now_ms
         )
         if symbol_override is not None:
             layers.append(("symbol_override", symbol_override.value))
         account_override: OpsRecord[int] | None = snapshot.ops_record(
-            FlagKind.ACCOUNT_LEVERAGE, call.account_id, now_ms
+            _ACCOUNT_LEVERAGE, call.account_id, now_ms
         )
         if account_override is not None:
             layers.append(("account_override", LeverageLimit(account_override.value)))
         group = snapshot.groups.group_of(call.account_id)
         if group:
             group_override: OpsRecord[int] | None = snapshot.ops_record(
-                FlagKind.GROUP_LEVERAGE, group, now_ms
+                _GROUP_LEVERAGE, group, now_ms
             )
             if group_override is not None:
                 layers.append(("group_override", LeverageLimit(group_override.value)))

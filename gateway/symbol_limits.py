@@ -130,14 +130,12 @@ class SymbolLimits:
 
     @property
     def has_band(self) -> bool:
-        return any(
-            v is not None
-            for v in (
-                self.band_buy_up_pct,
-                self.band_buy_down_pct,
-                self.band_sell_up_pct,
-                self.band_sell_down_pct,
-            )
+        # Read for every order with a price: plain tests, not a generator (~0.5 us).
+        return not (
+            self.band_buy_up_pct is None
+            and self.band_buy_down_pct is None
+            and self.band_sell_up_pct is None
+            and self.band_sell_down_pct is None
         )
 
     @property

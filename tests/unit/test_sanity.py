@@ -429,6 +429,20 @@ def test_spot_rejects_any_leverage() -> None:
     assert Venue().reason(place(leverage=1000)) is None  # nothing declared: not checked
 
 
+def test_an_override_caps_where_the_symbol_declares_nothing() -> None:
+    """Nothing declared and no override: no cap. An override set at run time caps at
+    once, on its own, and stops capping when it lapses."""
+    venue = Venue()
+    assert venue.reason(place(leverage=100)) is None
+    venue.ops(FlagKind.ACCOUNT_LEVERAGE, "alice", value="5")
+    assert venue.reason(place(leverage=6)) == "LEVERAGE_EXCEEDED"
+    assert venue.reason(place(leverage=6, account="bob")) is None
+    venue.ops(FlagKind.ACCOUNT_LEVERAGE, "alice", value="5", expires_ms=NOW)  # lapsed
+    assert venue.reason(place(leverage=6)) is None
+    venue.ops(FlagKind.SYMBOL_LEVERAGE, SYMBOL, max_leverage="20")
+    assert venue.reason(place(leverage=21, account="bob")) == "LEVERAGE_EXCEEDED"
+
+
 def test_checks_run_in_order() -> None:
     venue = Venue(program_trading_forbidden=True, min_quantity="1", lot_size="1",
                   min_notional="1000", max_leverage=2, band_buy_up_pct="1")  # fmt: skip
