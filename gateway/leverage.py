@@ -91,17 +91,15 @@ def leverage_check(snapshot: Snapshot) -> Check:
         if spec is None:
             return None
         declared = spec.limits
+        # What LeverageLimit.empty says, without building one per call.
+        symbol_caps = bool(declared.max_leverage or declared.leverage_brackets)
         ops = snapshot.ops  # read per call: a full reload swaps the tables
         if not (
-            declared.max_leverage
-            or declared.leverage_brackets
-            or ops[_SYMBOL_LEVERAGE]
-            or ops[_ACCOUNT_LEVERAGE]
-            or ops[_GROUP_LEVERAGE]
+            symbol_caps or ops[_SYMBOL_LEVERAGE] or ops[_ACCOUNT_LEVERAGE] or ops[_GROUP_LEVERAGE]
         ):
             return None  # nothing caps leverage anywhere: decided without building layers
         layers: list[tuple[str, LeverageLimit]] = []
-        if declared.max_leverage or declared.leverage_brackets:
+        if symbol_caps:
             layers.append(("symbol", declared.leverage))
         symbol_override: OpsRecord[LeverageLimit] | None = snapshot.ops_record(
             _SYMBOL_LEVERAGE, call.symbol, now_ms
