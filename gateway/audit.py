@@ -181,9 +181,7 @@ class AuditWriter:
         if config.max_age_ms:
             commands.append(("XTRIM", DECISIONS_STREAM, "MINID", "~", self._cutoff_ms()))
         await self._commands.execute_many(commands)
-        self._metrics.redis_seconds.labels("audit").observe(
-            asyncio.get_running_loop().time() - started
-        )
+        self._metrics.redis_call("audit", asyncio.get_running_loop().time() - started)
 
     def _cutoff_ms(self) -> int:
         return max(0, now_ms() - self.config.max_age_ms)

@@ -635,6 +635,9 @@ async def test_metrics_after_a_known_sequence(redis_url: str) -> None:
         assert m['pretrade_upstream_errors_total{code="NOT_FOUND",method="CancelOrder"}'] == 1
         assert m['pretrade_audit_written_total{stream="decisions"}'] == 8
         assert m['pretrade_audit_written_total{stream="admin"}'] == 3
+        # The decisions' audit batches, timed; no counter call on this policy.
+        assert m['pretrade_redis_call_seconds_count{op="audit"}'] >= 1
+        assert m['pretrade_redis_call_seconds_count{op="counters"}'] == 0
         assert m["pretrade_audit_backlog{}"] == 0
         assert m.get('pretrade_audit_dropped_total{cause="queue_full"}', 0) == 0
         assert m["pretrade_snapshot_synced{}"] == 1
