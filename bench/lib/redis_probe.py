@@ -44,6 +44,19 @@ async def name_connections(redis: Redis, name: str) -> None:
     await pool.disconnect()
 
 
+async def script_time(redis: Redis) -> tuple[int, int]:
+    """Script calls Redis has run so far and the microseconds it spent in them
+    (``INFO commandstats``: EVAL and EVALSHA, the commands they run included)."""
+    info = await redis.info("commandstats")
+    calls = usec = 0
+    for name in ("cmdstat_eval", "cmdstat_evalsha"):
+        stats = info.get(name)
+        if isinstance(stats, dict):
+            calls += int(stats.get("calls", 0))
+            usec += int(stats.get("usec", 0))
+    return calls, usec
+
+
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")

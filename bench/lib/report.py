@@ -99,6 +99,12 @@ def evaluate_targets(doc: Doc) -> list[Target]:
         if accept is not None and evalsha_py
         else ""
     )
+    split = (scenario(doc, "decision") or {}).get("breakdown")
+    if split:
+        also += (
+            f"; Python side after a round trip {split['python_side_us']:.1f} us, "
+            f"counter script {split['script_in_redis_us']:.1f} us inside Redis"
+        )
     targets.append(
         _target(
             "Full decision p50 vs bare EVALSHA p50 (same client, same loop)",

@@ -102,6 +102,23 @@ def test_redis_round_trips_per_decision(smoke: tuple[pathlib.Path, Any]) -> None
     assert all(c["complete"] for c in cases.values())
 
 
+def test_the_full_decision_is_split_into_its_parts(smoke: tuple[pathlib.Path, Any]) -> None:
+    _, document = smoke
+    decision = document["scenarios"]["decision"]
+    rows = {r["name"]: r for r in decision["rows"]}
+    assert rows["accept_replayed_after_rtt"]["count"] > 0
+    # The trivial script and the counter script, timed by Redis itself around each repetition.
+    assert rows["evalsha_trivial"]["redis_us_per_call"] > 0
+    if not counters_present():
+        return
+    split = decision["breakdown"]
+    assert split["script_in_redis_us"] == rows["accept"]["redis_us_per_call"]
+    assert split["round_trip_us"] == rows["evalsha_trivial"]["p50_us"]
+    parts = split["round_trip_us"] + split["python_side_us"] + split["counter_call_extra_us"]
+    assert parts == pytest.approx(split["full_decision_us"])
+    assert any(note.startswith("Full decision p50") for note in decision["notes"])
+
+
 def test_every_deployment_and_load_is_covered(smoke: tuple[pathlib.Path, Any]) -> None:
     _, document = smoke
     e2e = {r["name"] for r in document["scenarios"]["e2e"]["rows"]}
